@@ -1,0 +1,64 @@
+// Per-feature histograms of quantized values q >= 1, accumulated exactly over any number of
+// batches. Small q (the common case) are counted in a dense [d_sae, cap] table; larger q go to
+// a sparse overflow map, so memory stays bounded for any step while counts stay exact.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <unordered_map>
+#include <vector>
+
+namespace mdlsae {
+
+// One worker's private counts for one call; merged into a Histogram afterwards.
+class HistogramShard {
+ public:
+  HistogramShard(int64_t d_sae, int32_t cap) : cap_(cap), dense_(size_t(d_sae) * cap, 0) {}
+  void add(int32_t feature, int32_t q) {
+    if (q < cap_)
+      ++dense_[size_t(feature) * cap_ + q];
+    else
+      overflow_.push_back((uint64_t(uint32_t(feature)) << 32) | uint32_t(q));
+  }
+
+ private:
+  friend class Histogram;
+  int32_t cap_;
+  std::vector<uint32_t> dense_;
+  std::vector<uint64_t> overflow_;
+};
+
+// Histogram in compressed-sparse-row form: feature f owns entries [ptr[f], ptr[f+1]),
+// with q strictly increasing inside a feature.
+struct HistogramCSR {
+  std::vector<int64_t> ptr;
+  std::vector<int32_t> q;
+  std::vector<int64_t> count;
+};
+
+class Histogram {
+ public:
+  explicit Histogram(int64_t d_sae, int32_t dense_cap = 64);
+
+  int64_t d_sae() const { return d_sae_; }
+  int32_t dense_cap() const { return cap_; }
+  int64_t rows() const { return rows_; }
+
+  HistogramShard make_shard() const { return HistogramShard(d_sae_, cap_); }
+  void merge(const HistogramShard& shard);
+  void add_rows(int64_t n) { rows_ += n; }
+  // Adds sparse codes produced elsewhere (a decoded file, the GPU path).
+  void add_codes(const int32_t* index, const int32_t* q, int64_t nnz, int64_t rows);
+  void merge(const Histogram& other);
+
+  HistogramCSR to_csr() const;
+  std::vector<int64_t> active_counts() const;  // rows in which each feature is active
+
+ private:
+  int64_t d_sae_;
+  int32_t cap_;
+  int64_t rows_ = 0;
+  std::vector<uint64_t> dense_;
+  std::unordered_map<uint64_t, uint64_t> overflow_;  // key: feature << 32 | q
+};
+
+}  // namespace mdlsae

@@ -1,0 +1,40 @@
+// The fused CPU kernel of DESIGN §2: from SAE encoder pre-activations, select the active
+// latents (TopK or a per-feature threshold), quantize them (q = rint(z / step), active iff
+// q >= 1) and count the quantized values per feature, in one pass over the rows.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "common/quantize.h"
+#include "cpu/histogram.h"
+
+namespace mdlsae {
+
+// k > 0: keep the k largest pre-activations of a row (ties: lower feature index first), then
+// ReLU. k == 0: keep pre > threshold[f] (threshold == nullptr means 0, i.e. plain ReLU).
+struct Selection {
+  int32_t k = 0;
+  const float* threshold = nullptr;  // host, [d_sae] or nullptr
+};
+
+// One global step, or one per feature when per_feature != nullptr.
+struct Steps {
+  float global = 1.0f;
+  const float* per_feature = nullptr;  // host, [d_sae] or nullptr
+};
+
+// Row-major sparse codes: row r owns entries [row_ptr[r], row_ptr[r+1]), feature indices
+// strictly increasing inside a row, every q >= 1.
+struct SparseCodes {
+  std::vector<int64_t> row_ptr;
+  std::vector<int32_t> index;
+  std::vector<int32_t> q;
+};
+
+// pre: host buffer of `rows` rows of d_sae elements of `dtype`, row r starting at element
+// r * row_stride. hist (optional) receives the counts of this call's codes and rows.
+SparseCodes select_quantize(const void* pre, DType dtype, int64_t rows, int64_t d_sae,
+                            int64_t row_stride, const Selection& sel, const Steps& steps,
+                            Histogram* hist);
+
+}  // namespace mdlsae

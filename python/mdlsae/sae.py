@@ -1,0 +1,220 @@
+"""Sparse autoencoders in torch, stored in the SAELens on-disk layout (our native format).
+
+A directory holds ``cfg.json`` and ``sae_weights.safetensors`` with ``W_enc [d_in, d_sae]``,
+``b_enc [d_sae]``, ``W_dec [d_sae, d_in]``, ``b_dec [d_in]`` and, for ``jumprelu``,
+``threshold [d_sae]``. ``architecture`` is ``topk`` (with ``k``), ``jumprelu`` or ``relu``;
+SAELens's ``standard`` and older ``activation_fn_str`` configs load unchanged. BatchTopK is
+saved as ``jumprelu`` with its inference threshold.
+
+Forward pass (DESIGN §2): ``pre = (x - b_dec) @ W_enc + b_enc``; ``topk`` keeps the k largest
+entries of a row then applies ReLU, ``jumprelu`` keeps ``pre > threshold``, ``relu`` is
+``relu(pre)``; ``decode(z) = z @ W_dec + b_dec``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .errors import MdlsaeError, expect
+from .fileio import atomic_dir
+
+ARCHITECTURES = ("topk", "jumprelu", "relu")
+CFG_NAME = "cfg.json"
+WEIGHTS_NAME = "sae_weights.safetensors"
+
+
+@dataclass
+class SAEConfig:
+    architecture: str
+    d_in: int
+    d_sae: int
+    k: int | None = None
+    apply_b_dec_to_input: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)  # other cfg.json keys, kept on save
+
+    def __post_init__(self) -> None:
+        expect(self.architecture in ARCHITECTURES,
+               f"architecture must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}")
+        expect(int(self.d_in) > 0 and int(self.d_sae) > 0,
+               f"d_in and d_sae must be positive, got d_in={self.d_in}, d_sae={self.d_sae}")
+        if self.architecture == "topk":
+            expect(self.k is not None and 1 <= int(self.k) <= int(self.d_sae),
+                   f"topk needs 1 <= k <= d_sae={self.d_sae}, got k={self.k}")
+            self.k = int(self.k)
+
+    @classmethod
+    def from_dict(cls, cfg: dict[str, Any]) -> "SAEConfig":
+        cfg = dict(cfg)
+        arch = cfg.pop("architecture", None)
+        act = cfg.get("activation_fn_str")
+        kwargs = cfg.get("activation_fn_kwargs") or {}
+        if arch is None:  # SAELens < 5 wrote only the activation function
+            arch = {"relu": "relu", "topk": "topk", None: "relu"}.get(act, act)
+        arch = {"standard": "relu"}.get(arch, arch)
+        if arch not in ARCHITECTURES:
+            raise MdlsaeError(f"unsupported SAE architecture {arch!r}; mdlsae reads "
+                              f"{', '.join(ARCHITECTURES)} (and SAELens 'standard')")
+        k = cfg.pop("k", None)
+        if k is None and arch == "topk":
+            k = kwargs.get("k")
+        for key in ("d_in", "d_sae"):
+            expect(key in cfg, f"cfg.json has no {key!r}")
+        norm = cfg.get("normalize_activations")
+        if norm not in (None, "none"):
+            raise MdlsaeError(f"cfg.json asks for normalize_activations={norm!r}; mdlsae expects "
+                              "activations already normalized (set it to 'none')")
+        return cls(architecture=arch, d_in=int(cfg.pop("d_in")), d_sae=int(cfg.pop("d_sae")),
+                   k=None if k is None else int(k),
+                   apply_b_dec_to_input=bool(cfg.pop("apply_b_dec_to_input", True)), extra=cfg)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in asdict(self).items() if k != "extra"}
+        if d["k"] is None:
+            d.pop("k")
+        out = dict(self.extra)
+        out.update(d)
+        out.setdefault("dtype", "float32")
+        out.setdefault("normalize_activations", "none")
+        return out
+
+
+class SAE(torch.nn.Module):
+    """A sparse autoencoder with SAELens parameter names and shapes.
+
+    >>> sae = SAE.random(SAEConfig("topk", d_in=8, d_sae=32, k=4), seed=0)
+    >>> z = sae.encode(torch.randn(5, 8))
+    >>> int((z > 0).sum(dim=1).max()) <= 4
+    True
+    """
+
+    def __init__(self, cfg: SAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        d_in, d_sae = cfg.d_in, cfg.d_sae
+        self.W_enc = torch.nn.Parameter(torch.zeros(d_in, d_sae))
+        self.b_enc = torch.nn.Parameter(torch.zeros(d_sae))
+        self.W_dec = torch.nn.Parameter(torch.zeros(d_sae, d_in))
+        self.b_dec = torch.nn.Parameter(torch.zeros(d_in))
+        if cfg.architecture == "jumprelu":
+            self.threshold = torch.nn.Parameter(torch.zeros(d_sae))
+        else:
+            self.register_parameter("threshold", None)
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def random(cls, cfg: SAEConfig, seed: int = 0) -> "SAE":
+        """Unit-norm random decoder rows, encoder initialised as the decoder transpose."""
+        g = torch.Generator().manual_seed(seed)
+        sae = cls(cfg)
+        with torch.no_grad():
+            w = torch.randn(cfg.d_sae, cfg.d_in, generator=g)
+            sae.W_dec.copy_(w / w.norm(dim=1, keepdim=True))
+            sae.W_enc.copy_(sae.W_dec.T)
+        return sae
+
+    @classmethod
+    def from_weights(cls, cfg: SAEConfig, weights: dict[str, torch.Tensor]) -> "SAE":
+        sae = cls(cfg)
+        own = dict(sae.named_parameters())
+        missing = [k for k in own if k not in weights]
+        expect(not missing, f"SAE weights lack {', '.join(missing)} (found {', '.join(sorted(weights))})")
+        with torch.no_grad():
+            for name, p in own.items():
+                w = weights[name]
+                expect(tuple(w.shape) == tuple(p.shape),
+                       f"SAE weight {name} must have shape {list(p.shape)} for d_in={cfg.d_in}, "
+                       f"d_sae={cfg.d_sae}; got {list(w.shape)}")
+                expect(bool(torch.isfinite(w).all()), f"SAE weight {name} contains NaN or Inf")
+                p.copy_(w.to(torch.float32))
+        return sae
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "SAE":
+        """Load an SAE directory in the SAELens layout."""
+        path = Path(path)
+        expect(path.is_dir(), f"SAE directory {str(path)!r} does not exist")
+        cfg_path, w_path = path / CFG_NAME, path / WEIGHTS_NAME
+        expect(cfg_path.is_file(), f"{str(path)!r} has no {CFG_NAME} (expected the SAELens layout)")
+        expect(w_path.is_file(), f"{str(path)!r} has no {WEIGHTS_NAME} (expected the SAELens layout)")
+        try:
+            cfg = SAEConfig.from_dict(json.loads(cfg_path.read_text()))
+        except json.JSONDecodeError as e:
+            raise MdlsaeError(f"{cfg_path} is not valid JSON: {e}") from None
+        try:
+            weights = load_file(str(w_path))
+        except Exception as e:  # safetensors raises its own error types
+            raise MdlsaeError(f"cannot read {w_path}: {e}") from None
+        return cls.from_weights(cfg, weights).to(device)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``cfg.json`` + ``sae_weights.safetensors`` atomically (the directory appears
+        complete or not at all)."""
+        tensors = {n: p.detach().to("cpu", torch.float32).contiguous() for n, p in self.named_parameters()}
+        with atomic_dir(path) as tmp:
+            save_file(tensors, str(tmp / WEIGHTS_NAME))
+            (tmp / CFG_NAME).write_text(json.dumps(self.cfg.to_dict(), indent=2) + "\n")
+        return Path(path)
+
+    # ----------------------------------------------------------------- forward
+    @property
+    def d_in(self) -> int:
+        return self.cfg.d_in
+
+    @property
+    def d_sae(self) -> int:
+        return self.cfg.d_sae
+
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cfg.apply_b_dec_to_input:
+            x = x - self.b_dec
+        return x @ self.W_enc + self.b_enc
+
+    def activation(self, pre: torch.Tensor) -> torch.Tensor:
+        """Dense latents from pre-activations (the plain torch reference of the selection)."""
+        arch = self.cfg.architecture
+        if arch == "topk":
+            from .reference import topk_mask
+
+            return torch.relu(pre) * topk_mask(pre, self.cfg.k)
+        if arch == "jumprelu":
+            return pre * (pre > self.threshold)
+        return torch.relu(pre)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.pre_acts(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return z @ self.W_dec + self.b_dec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    def selection(self) -> tuple[int, np.ndarray | None]:
+        """(k, threshold) for the native kernel: k > 0 for TopK, else the per-feature threshold
+        (None meaning 0, i.e. ReLU)."""
+        if self.cfg.architecture == "topk":
+            return self.cfg.k, None
+        if self.cfg.architecture == "jumprelu":
+            return 0, self.threshold.detach().to("cpu", torch.float32).numpy()
+        return 0, None
+
+    def content_hash(self) -> str:
+        """SHA-256 over the architecture, k and the float32 weights: names the SAE in a file."""
+        h = hashlib.sha256()
+        h.update(json.dumps({"architecture": self.cfg.architecture, "k": self.cfg.k,
+                             "apply_b_dec_to_input": self.cfg.apply_b_dec_to_input}).encode())
+        for name, p in sorted(self.named_parameters()):
+            t = p.detach().to("cpu", torch.float32).contiguous()
+            h.update(name.encode())
+            h.update(np.asarray(t.shape, dtype=np.int64).tobytes())
+            h.update(t.numpy().tobytes())
+        return h.hexdigest()
