@@ -93,3 +93,23 @@ def test_non_contiguous_rows():
     base = torch.randn(50, 40)
     view = base[:, :30]  # row stride 40
     assert select_quantize(view, k=7, step=0.1) == reference.select_quantize(view, k=7, step=0.1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_wide_rows_sampled_threshold_path(dtype):
+    # d >= 1024 takes the sampled-threshold TopK; every row shape that could fool the sample:
+    # sorted rows (biased sample), few positives, heavy ties, a single huge outlier.
+    g = torch.Generator().manual_seed(7)
+    d = 3000
+    rows = [
+        torch.randn(20, d, generator=g),
+        torch.sort(torch.randn(20, d, generator=g), dim=1).values,
+        torch.sort(torch.randn(20, d, generator=g), dim=1, descending=True).values,
+        torch.randn(20, d, generator=g) - 3.0,
+        torch.randint(-2, 3, (20, d), generator=g).float(),
+        torch.where(torch.arange(d) == 2999, 100.0, -torch.rand(20, d, generator=g)),
+    ]
+    pre = torch.cat(rows).to(dtype)
+    for k in (1, 8, 64, 200, 375):
+        got = select_quantize(pre, k=k, step=0.01)
+        assert got == reference.select_quantize(pre.float(), k=k, step=0.01), k

@@ -4,7 +4,14 @@
 #include "cpu/select_quantize.h"
 
 #include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
 #include <optional>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "common/check.h"
 #include "cpu/parallel.h"
@@ -13,6 +20,8 @@ namespace mdlsae {
 namespace {
 
 constexpr int kBlock = 64;
+constexpr int64_t kSample = 512;       // sample size of the TopK threshold estimate
+constexpr int64_t kSampledMinD = 1024;  // below this the heap scan is as fast
 
 struct Candidate {
   float v;
@@ -49,8 +58,9 @@ inline void emit(WorkerOut& out, int64_t row, int32_t f, float v, const Steps& s
   }
 }
 
-void topk_row(const float* x, int64_t d, int32_t k, int64_t row, const Steps& steps,
-              std::vector<Candidate>& heap, WorkerOut& out) {
+// Exact TopK over a heap, scanning in index order: an equal value later never displaces an
+// earlier one. Used when the row is small or the sampled threshold below was too high.
+void topk_heap(const float* x, int64_t d, int32_t k, std::vector<Candidate>& heap) {
   heap.clear();
   float thr = 0.0f;  // only positive values survive the ReLU
   for (int64_t j0 = 0; j0 < d; j0 += kBlock) {
@@ -61,7 +71,6 @@ void topk_row(const float* x, int64_t d, int32_t k, int64_t row, const Steps& st
     if (!any) continue;
     for (int t = 0; t < n; ++t) {
       if (!(b[t] > thr)) continue;
-      // Scanning in index order: an equal value later never displaces an earlier one.
       heap.push_back({b[t], int32_t(j0 + t)});
       std::push_heap(heap.begin(), heap.end(), drop_first);
       if (int32_t(heap.size()) > k) {
@@ -71,8 +80,77 @@ void topk_row(const float* x, int64_t d, int32_t k, int64_t row, const Steps& st
       if (int32_t(heap.size()) == k) thr = heap.front().v;
     }
   }
-  std::sort(heap.begin(), heap.end(), [](const Candidate& a, const Candidate& b) { return a.f < b.f; });
-  for (const Candidate& c : heap) emit(out, row, c.f, c.v, steps);
+}
+
+// Writes every (x[j], j) with x[j] >= lo to out (capacity d), in index order; returns the count.
+// Candidates are rare, so 16 entries are tested at once and only the set mask bits visited.
+int64_t gather_at_least(const float* x, int64_t d, float lo, Candidate* out) {
+  int64_t n = 0, j = 0;
+#if defined(__SSE2__)
+  const __m128 vlo = _mm_set1_ps(lo);
+  for (; j + 16 <= d; j += 16) {
+    unsigned mask = unsigned(_mm_movemask_ps(_mm_cmpge_ps(_mm_loadu_ps(x + j), vlo))) |
+                    unsigned(_mm_movemask_ps(_mm_cmpge_ps(_mm_loadu_ps(x + j + 4), vlo))) << 4 |
+                    unsigned(_mm_movemask_ps(_mm_cmpge_ps(_mm_loadu_ps(x + j + 8), vlo))) << 8 |
+                    unsigned(_mm_movemask_ps(_mm_cmpge_ps(_mm_loadu_ps(x + j + 12), vlo))) << 12;
+    while (mask) {
+      const int i = __builtin_ctz(mask);
+      out[n++] = {x[j + i], int32_t(j + i)};
+      mask &= mask - 1;
+    }
+  }
+#endif
+  for (; j < d; ++j)
+    if (x[j] >= lo) out[n++] = {x[j], int32_t(j)};
+  return n;
+}
+
+// TopK through a sampled threshold: estimate from a sample a value t exceeded by a
+// little more than k entries, gather every entry >= t in one vectorizable pass, and select
+// exactly among those few. If fewer than k entries reach t the result could be wrong, so the
+// exact heap scan runs instead (rare: t sits several standard deviations below the k-th).
+// Returns the number of candidates left at the front of `buf` (k, or fewer when fewer than k
+// values are positive), or -1 when the exact scan must run.
+int64_t topk_sampled(const float* x, int64_t d, int32_t k, std::vector<float>& sample,
+                     std::vector<Candidate>& buf) {
+  // Runs of 16 contiguous entries spread over the row: few cache lines, little position bias.
+  const int64_t runs = std::min<int64_t>(kSample / 16, d / 16);
+  sample.clear();
+  for (int64_t c = 0; c < runs; ++c) {
+    const float* run = x + (d / 16) / runs * c * 16;
+    for (int i = 0; i < 16; ++i)
+      if (run[i] == run[i]) sample.push_back(run[i]);  // NaN never ranks
+  }
+  const double m = double(k) * double(sample.size()) / double(d);
+  const size_t r = std::min(sample.size(), size_t(std::ceil(m + 3.0 * std::sqrt(m) + 3.0)));
+  if (r == 0) return -1;
+  std::nth_element(sample.begin(), sample.begin() + (r - 1), sample.end(), std::greater<float>());
+  const float t = sample[r - 1];
+  // Only positive values survive the ReLU; x >= smallest subnormal is x > 0.
+  const bool all_positive = !(t > 0.0f);
+  const float lo = all_positive ? std::numeric_limits<float>::denorm_min() : t;
+  if (buf.size() < size_t(d)) buf.resize(size_t(d));  // grown once per worker, never cleared
+  int64_t n_cand = gather_at_least(x, d, lo, buf.data());
+  if (n_cand < k && !all_positive) return -1;
+  if (n_cand > k) {
+    auto better = [](const Candidate& a, const Candidate& b) { return drop_first(b, a); };
+    std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.begin() + n_cand, better);
+    n_cand = k;
+  }
+  return n_cand;
+}
+
+void topk_row(const float* x, int64_t d, int32_t k, int64_t row, const Steps& steps,
+              std::vector<float>& sample, std::vector<Candidate>& heap, std::vector<Candidate>& cand,
+              WorkerOut& out) {
+  int64_t n = (d >= kSampledMinD && d >= 8 * int64_t(k)) ? topk_sampled(x, d, k, sample, cand) : -1;
+  if (n < 0) {
+    topk_heap(x, d, k, heap);
+    std::copy(heap.begin(), heap.end(), cand.begin());
+    n = int64_t(heap.size());
+  }
+  std::sort(cand.begin(), cand.begin() + n, [](const Candidate& a, const Candidate& b) { return a.f < b.f; });
+  for (int64_t i = 0; i < n; ++i) emit(out, row, cand[i].f, cand[i].v, steps);
 }
 
 void threshold_row(const float* x, int64_t d, const float* thr, int64_t row, const Steps& steps,
@@ -98,8 +176,8 @@ template <DType T>
 void run_rows(const void* pre, int64_t begin, int64_t end, int64_t d, int64_t stride,
               const Selection& sel, const Steps& steps, WorkerOut& out) {
   std::vector<float> widened(T == DType::F32 ? 0 : size_t(d));
-  std::vector<Candidate> heap;
-  heap.reserve(size_t(sel.k) + 1);
+  std::vector<Candidate> heap, cand(sel.k > 0 ? size_t(d) : 0);
+  std::vector<float> sample;
   for (int64_t r = begin; r < end; ++r) {
     const float* x;
     if constexpr (T == DType::F32) {
@@ -111,7 +189,7 @@ void run_rows(const void* pre, int64_t begin, int64_t end, int64_t d, int64_t st
     }
     const size_t before = out.index.size();
     if (sel.k > 0)
-      topk_row(x, d, sel.k, r, steps, heap, out);
+      topk_row(x, d, sel.k, r, steps, sample, heap, cand, out);
     else
       threshold_row(x, d, sel.threshold, r, steps, out);
     out.row_nnz.push_back(int64_t(out.index.size() - before));
