@@ -28,8 +28,9 @@ struct Candidate {
   int32_t f;
 };
 
-// Heap order: the root is the candidate to drop first (smallest value, then largest index).
-inline bool drop_first(const Candidate& a, const Candidate& b) {
+// The selection order: larger value first, then lower feature index. As a heap comparator it
+// keeps the lowest-ranked candidate at the root, the one to drop first.
+inline bool ranks_higher(const Candidate& a, const Candidate& b) {
   return a.v > b.v || (a.v == b.v && a.f < b.f);
 }
 
@@ -72,9 +73,9 @@ void topk_heap(const float* x, int64_t d, int32_t k, std::vector<Candidate>& hea
     for (int t = 0; t < n; ++t) {
       if (!(b[t] > thr)) continue;
       heap.push_back({b[t], int32_t(j0 + t)});
-      std::push_heap(heap.begin(), heap.end(), drop_first);
+      std::push_heap(heap.begin(), heap.end(), ranks_higher);
       if (int32_t(heap.size()) > k) {
-        std::pop_heap(heap.begin(), heap.end(), drop_first);
+        std::pop_heap(heap.begin(), heap.end(), ranks_higher);
         heap.pop_back();
       }
       if (int32_t(heap.size()) == k) thr = heap.front().v;
@@ -133,8 +134,7 @@ int64_t topk_sampled(const float* x, int64_t d, int32_t k, std::vector<float>& s
   int64_t n_cand = gather_at_least(x, d, lo, buf.data());
   if (n_cand < k && !all_positive) return -1;
   if (n_cand > k) {
-    auto better = [](const Candidate& a, const Candidate& b) { return drop_first(b, a); };
-    std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.begin() + n_cand, better);
+    std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.begin() + n_cand, ranks_higher);
     n_cand = k;
   }
   return n_cand;
