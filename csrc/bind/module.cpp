@@ -7,6 +7,8 @@
 
 #include <optional>
 
+#include "codec/chunk_codec.h"
+#include "codec/tables.h"
 #include "common/check.h"
 #include "cpu/histogram.h"
 #include "cpu/parallel.h"
@@ -26,6 +28,29 @@ py::array_t<T> to_numpy(std::vector<T>&& v) {
 
 using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using I32Array = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+using I64Array = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+
+template <typename T, typename A>
+std::vector<T> to_vector(const A& a) {
+  return std::vector<T>(a.data(), a.data() + a.size());
+}
+
+// The counts of a .mdl header and the coding tables derived from them.
+struct Model {
+  codec::Counts counts;
+  codec::CodecTables tables;
+};
+
+codec::CodesView codes_view(const I64Array& row_ptr, const I32Array& index, const I32Array& q) {
+  MDLSAE_CHECK_ARG(row_ptr.ndim() == 1 && row_ptr.size() >= 1, "row_ptr must be 1-D with at least one entry");
+  const int64_t rows = row_ptr.size() - 1;
+  MDLSAE_CHECK_ARG(row_ptr.data()[0] == 0 && row_ptr.data()[rows] == index.size() && index.size() == q.size(),
+                   "codes are inconsistent: row_ptr ends at ", row_ptr.data()[rows], ", index has ",
+                   index.size(), " entries, q has ", q.size());
+  for (int64_t r = 0; r < rows; ++r)
+    MDLSAE_CHECK_ARG(row_ptr.data()[r] <= row_ptr.data()[r + 1], "row_ptr decreases at row ", r);
+  return {rows, row_ptr.data(), index.data(), q.data()};
+}
 
 const float* feature_vector(const std::optional<F32Array>& a, int64_t d_sae, const char* name) {
   if (!a) return nullptr;
@@ -53,7 +78,7 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("build_info", [] {
     py::dict d;
-    d["cpu_kernels"] = py::make_tuple("select_quantize", "histogram");
+    d["cpu_kernels"] = py::make_tuple("select_quantize", "histogram", "rans_encode", "rans_decode");
     d["compiler"] = compiler();
     d["cplusplus"] = long(__cplusplus);
     d["hardware_threads"] = int(std::thread::hardware_concurrency());
@@ -83,6 +108,94 @@ PYBIND11_MODULE(_C, m) {
         return py::make_tuple(to_numpy(std::move(c.ptr)), to_numpy(std::move(c.q)),
                               to_numpy(std::move(c.count)));
       });
+
+  py::class_<Model>(m, "Model")
+      .def(py::init([](uint64_t n_rows, I32Array parent, I64Array active, I64Array on, I32Array m_main,
+                       I32Array m_off, I64Array hist_ptr, I32Array hist_q, I64Array hist_count) {
+             Model md;
+             md.counts = {n_rows, to_vector<int32_t>(parent), to_vector<int64_t>(active),
+                          to_vector<int64_t>(on), to_vector<int32_t>(m_main), to_vector<int32_t>(m_off),
+                          to_vector<int64_t>(hist_ptr), to_vector<int32_t>(hist_q),
+                          to_vector<int64_t>(hist_count)};
+             md.tables = codec::build_tables(md.counts);
+             return md;
+           }),
+           py::arg("n_rows"), py::arg("parent"), py::arg("active"), py::arg("on"), py::arg("m_main"),
+           py::arg("m_off"), py::arg("hist_ptr"), py::arg("hist_q"), py::arg("hist_count"))
+      .def_static(
+          "unpack",
+          [](py::bytes blob, int64_t d_sae, uint64_t n_rows, bool has_parents) {
+            std::string_view v = blob;
+            Model md;
+            md.counts = codec::unpack_counts(reinterpret_cast<const uint8_t*>(v.data()), v.size(), d_sae,
+                                             n_rows, has_parents);
+            md.tables = codec::build_tables(md.counts);
+            return md;
+          },
+          py::arg("blob"), py::arg("d_sae"), py::arg("n_rows"), py::arg("has_parents"))
+      .def("pack",
+           [](const Model& md) {
+             const auto b = codec::pack_counts(md.counts);
+             return py::bytes(reinterpret_cast<const char*>(b.data()), b.size());
+           })
+      .def_property_readonly("d_sae", [](const Model& md) { return md.tables.d_sae; })
+      .def_property_readonly("n_rows", [](const Model& md) { return md.tables.n_rows; })
+      .def("counts", [](const Model& md) {
+        const auto& c = md.counts;
+        py::dict d;
+        d["parent"] = to_numpy(std::vector<int32_t>(c.parent));
+        d["active"] = to_numpy(std::vector<int64_t>(c.active));
+        d["on"] = to_numpy(std::vector<int64_t>(c.on));
+        d["hist_ptr"] = to_numpy(std::vector<int64_t>(c.hist_ptr));
+        d["hist_q"] = to_numpy(std::vector<int32_t>(c.hist_q));
+        d["hist_count"] = to_numpy(std::vector<int64_t>(c.hist_count));
+        return d;
+      });
+
+  m.def(
+      "choose_gap_m",
+      [](I64Array n, I64Array total) {
+        MDLSAE_CHECK_ARG(n.size() == total.size(), "n and total differ in length");
+        std::vector<int32_t> out(size_t(n.size()));
+        for (py::ssize_t i = 0; i < n.size(); ++i)
+          out[i] = codec::choose_gap_m(uint64_t(n.data()[i]), uint64_t(total.data()[i]));
+        return to_numpy(std::move(out));
+      },
+      py::arg("n"), py::arg("total"));
+
+  m.def(
+      "encode_chunks",
+      [](const Model& md, I64Array row_ptr, I32Array index, I32Array q, int64_t chunk_rows, int32_t fps) {
+        const codec::CodesView v = codes_view(row_ptr, index, q);
+        std::vector<std::vector<uint8_t>> chunks;
+        {
+          py::gil_scoped_release nogil;
+          chunks = codec::encode_chunks(md.tables, v, chunk_rows, fps);
+        }
+        py::list out;
+        for (const auto& c : chunks) out.append(py::bytes(reinterpret_cast<const char*>(c.data()), c.size()));
+        return out;
+      },
+      py::arg("model"), py::arg("row_ptr"), py::arg("index"), py::arg("q"), py::arg("chunk_rows"),
+      py::arg("features_per_stream") = 0);
+
+  m.def(
+      "decode_chunks",
+      [](const Model& md, const std::vector<py::bytes>& payloads, const std::vector<int64_t>& rows, int32_t fps) {
+        MDLSAE_CHECK_ARG(payloads.size() == rows.size(), "payloads and rows differ in length");
+        std::vector<codec::ChunkRef> refs;
+        for (size_t i = 0; i < payloads.size(); ++i) {
+          std::string_view v = payloads[i];
+          refs.push_back({reinterpret_cast<const uint8_t*>(v.data()), v.size(), rows[i]});
+        }
+        codec::CodesOut c;
+        {
+          py::gil_scoped_release nogil;
+          c = codec::decode_chunks(md.tables, refs, fps);
+        }
+        return py::make_tuple(to_numpy(std::move(c.row_ptr)), to_numpy(std::move(c.index)), to_numpy(std::move(c.q)));
+      },
+      py::arg("model"), py::arg("payloads"), py::arg("rows"), py::arg("features_per_stream") = 0);
 
   m.def(
       "select_quantize",

@@ -1,0 +1,225 @@
+// Deterministic entropy-model construction and the varint serialisation of its counts (see
+// tables.h). Probabilities come from integers with IEEE double operations only (one division,
+// squarings, one more division, a scaling by 2^31), so every platform derives the same tables.
+#include "codec/tables.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "codec/rans.h"
+#include "common/check.h"
+#include "common/quantize.h"
+
+namespace mdlsae::codec {
+namespace {
+
+uint32_t prob_to_freq(double p) {
+  const double f = std::floor(p * double(kProbScale));
+  return uint32_t(std::min(std::max(f, 1.0), double(kProbScale - 1)));
+}
+
+void put_varint(std::vector<uint8_t>& out, uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(uint8_t(v | 0x80));
+    v >>= 7;
+  }
+  out.push_back(uint8_t(v));
+}
+
+struct Reader {
+  const uint8_t* p;
+  const uint8_t* end;
+  uint64_t varint(const char* what) {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      MDLSAE_CHECK_DATA(p < end, "model tables end inside ", what);
+      const uint8_t b = *p++;
+      v |= uint64_t(b & 0x7f) << shift;
+      if (!(b & 0x80)) return v;
+    }
+    MDLSAE_CHECK_DATA(false, "over-long varint in ", what);
+    return 0;
+  }
+};
+
+// Categorical frequencies out of 2^31 from counts: floor(c * 2^31 / n), at least 1, the
+// rounding remainder given to (or taken from) the largest entries, ties by position.
+void quantize_counts(const int64_t* count, int64_t n_sym, uint32_t* freq) {
+  uint64_t n = 0;
+  for (int64_t i = 0; i < n_sym; ++i) n += uint64_t(count[i]);
+  int64_t sum = 0;
+  for (int64_t i = 0; i < n_sym; ++i) {
+    const unsigned __int128 scaled = (unsigned __int128)uint64_t(count[i]) * kProbScale / n;
+    freq[i] = uint32_t(std::max<unsigned __int128>(scaled, 1));
+    sum += freq[i];
+  }
+  std::vector<int64_t> idx(static_cast<size_t>(n_sym));
+  for (int64_t i = 0; i < n_sym; ++i) idx[i] = i;
+  std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return freq[a] > freq[b]; });
+  int64_t diff = int64_t(kProbScale) - sum;
+  if (diff > 0) freq[idx[0]] += uint32_t(diff);
+  for (size_t j = 0; diff < 0; j = (j + 1) % idx.size()) {
+    const int64_t take = std::min<int64_t>(-diff, int64_t(freq[idx[j]]) - 1);
+    freq[idx[j]] -= uint32_t(take);
+    diff += take;
+  }
+}
+
+}  // namespace
+
+GapModel make_gap_model(uint64_t n, uint64_t total, int32_t m) {
+  GapModel g;
+  MDLSAE_CHECK_DATA(n <= total, "feature active in ", n, " of ", total, " rows");
+  MDLSAE_CHECK_DATA(m >= 0 && m <= kMaxGapBits, "gap parameter m = ", m, " outside [0, ", kMaxGapBits, "]");
+  g.used = n > 0;
+  g.m = m;
+  if (!g.used) return g;
+  const double rho = double(total - n) / double(total);
+  double r2 = rho;  // rho^(2^j)
+  for (int32_t j = 0; j < m; ++j) {
+    g.bit1[j] = prob_to_freq(r2 / (1.0 + r2));
+    r2 = r2 * r2;
+  }
+  g.cont = prob_to_freq(r2);
+  return g;
+}
+
+int32_t choose_gap_m(uint64_t n, uint64_t total) {
+  if (n == 0 || n >= total) return 0;
+  const double neg_log_rho = -std::log1p(-double(n) / double(total));
+  const double m = std::round(std::log2(std::log(2.0) / neg_log_rho));
+  return int32_t(std::min<double>(std::max(m, 0.0), kMaxGapBits));
+}
+
+CodecTables build_tables(const Counts& c) {
+  const int64_t d = int64_t(c.parent.size());
+  MDLSAE_CHECK_DATA(d > 0, "no features");
+  MDLSAE_CHECK_DATA(int64_t(c.active.size()) == d && int64_t(c.on.size()) == d &&
+                        int64_t(c.m_main.size()) == d && int64_t(c.m_off.size()) == d &&
+                        int64_t(c.hist_ptr.size()) == d + 1,
+                    "model tables have inconsistent lengths for d_sae = ", d);
+  MDLSAE_CHECK_DATA(c.hist_ptr[0] == 0 && c.hist_ptr[d] == int64_t(c.hist_q.size()) &&
+                        c.hist_q.size() == c.hist_count.size(),
+                    "value histogram index is inconsistent");
+  CodecTables t;
+  t.d_sae = d;
+  t.n_rows = c.n_rows;
+  t.parent = c.parent;
+  // Depth by walking up at most d steps: a cycle (a damaged file) cannot hang us.
+  std::vector<int32_t> depth(size_t(d), 0);
+  for (int64_t f = 0; f < d; ++f) {
+    int32_t p = c.parent[f];
+    for (int64_t steps = 0; p >= 0; ++steps) {
+      MDLSAE_CHECK_DATA(p < d && steps < d, "parents of feature ", f, " do not form a forest");
+      ++depth[f];
+      p = c.parent[p];
+    }
+  }
+  t.order.resize(size_t(d));
+  for (int64_t f = 0; f < d; ++f) t.order[f] = int32_t(f);
+  std::stable_sort(t.order.begin(), t.order.end(), [&](int32_t a, int32_t b) { return depth[a] < depth[b]; });
+
+  t.main.resize(size_t(d));
+  t.off.resize(size_t(d));
+  for (int64_t f = 0; f < d; ++f) {
+    const int64_t n = c.active[f];
+    MDLSAE_CHECK_DATA(n >= 0 && uint64_t(n) <= c.n_rows, "feature ", f, " active in ", n, " of ", c.n_rows, " rows");
+    const int64_t hn = c.hist_ptr[f + 1] - c.hist_ptr[f];
+    MDLSAE_CHECK_DATA(hn >= 0 && (hn > 0) == (n > 0), "value histogram of feature ", f, " does not match its count");
+    int64_t sum = 0;
+    for (int64_t i = c.hist_ptr[f]; i < c.hist_ptr[f + 1]; ++i) {
+      MDLSAE_CHECK_DATA(c.hist_q[i] >= 1 && c.hist_q[i] < kMaxQ && c.hist_count[i] > 0 &&
+                            (i == c.hist_ptr[f] || c.hist_q[i] > c.hist_q[i - 1]),
+                        "value histogram of feature ", f, " is not increasing positive values with positive counts");
+      sum += c.hist_count[i];
+    }
+    MDLSAE_CHECK_DATA(sum == n, "value counts of feature ", f, " sum to ", sum, ", not ", n);
+    const int32_t p = c.parent[f];
+    if (p < 0) {
+      t.main[f] = make_gap_model(uint64_t(n), c.n_rows, c.m_main[f]);
+    } else {
+      const int64_t np = c.active[p], on = c.on[f];
+      MDLSAE_CHECK_DATA(on >= 0 && on <= n && on <= np && n - on <= int64_t(c.n_rows) - np,
+                        "feature ", f, ": co-activity with its parent is inconsistent");
+      t.main[f] = make_gap_model(uint64_t(on), uint64_t(np), c.m_main[f]);
+      t.off[f] = make_gap_model(uint64_t(n - on), c.n_rows - uint64_t(np), c.m_off[f]);
+    }
+  }
+  t.vptr = c.hist_ptr;
+  t.sym = c.hist_q;
+  t.freq.resize(c.hist_q.size());
+  t.start.resize(c.hist_q.size());
+  for (int64_t f = 0; f < d; ++f) {
+    const int64_t b = c.hist_ptr[f], e = c.hist_ptr[f + 1];
+    if (b == e) continue;
+    quantize_counts(c.hist_count.data() + b, e - b, t.freq.data() + b);
+    uint32_t s = 0;
+    for (int64_t i = b; i < e; ++i) {
+      t.start[i] = s;
+      s += t.freq[i];
+    }
+  }
+  return t;
+}
+
+std::vector<uint8_t> pack_counts(const Counts& c) {
+  std::vector<uint8_t> out;
+  const int64_t d = int64_t(c.active.size());
+  for (int64_t f = 0; f < d; ++f) {
+    put_varint(out, uint64_t(c.active[f]));
+    put_varint(out, uint64_t(c.parent[f] + 1));
+    put_varint(out, uint64_t(c.m_main[f]));
+    if (c.parent[f] >= 0) {
+      put_varint(out, uint64_t(c.on[f]));
+      put_varint(out, uint64_t(c.m_off[f]));
+    }
+    put_varint(out, uint64_t(c.hist_ptr[f + 1] - c.hist_ptr[f]));
+    int32_t prev = 0;
+    for (int64_t i = c.hist_ptr[f]; i < c.hist_ptr[f + 1]; ++i) {
+      put_varint(out, uint64_t(c.hist_q[i] - prev));
+      put_varint(out, uint64_t(c.hist_count[i]));
+      prev = c.hist_q[i];
+    }
+  }
+  return out;
+}
+
+Counts unpack_counts(const uint8_t* data, size_t size, int64_t d_sae, uint64_t n_rows, bool has_parents) {
+  MDLSAE_CHECK_DATA(d_sae > 0 && d_sae < (int64_t(1) << 31), "d_sae = ", d_sae);
+  Counts c;
+  c.n_rows = n_rows;
+  c.parent.assign(size_t(d_sae), -1);
+  c.active.assign(size_t(d_sae), 0);
+  c.on.assign(size_t(d_sae), 0);
+  c.m_main.assign(size_t(d_sae), 0);
+  c.m_off.assign(size_t(d_sae), 0);
+  c.hist_ptr.assign(size_t(d_sae) + 1, 0);
+  Reader r{data, data + size};
+  for (int64_t f = 0; f < d_sae; ++f) {
+    c.active[f] = int64_t(r.varint("active counts"));
+    MDLSAE_CHECK_DATA(uint64_t(c.active[f]) <= n_rows, "feature ", f, " active in more rows than the file has");
+    const uint64_t p1 = r.varint("parents");
+    MDLSAE_CHECK_DATA(p1 <= uint64_t(d_sae) && (has_parents || p1 == 0), "feature ", f, " has parent field ", p1);
+    c.parent[f] = int32_t(p1) - 1;
+    c.m_main[f] = int32_t(std::min<uint64_t>(r.varint("gap parameters"), kMaxGapBits + 1));
+    if (c.parent[f] >= 0) {
+      c.on[f] = int64_t(std::min<uint64_t>(r.varint("co-activity counts"), n_rows));
+      c.m_off[f] = int32_t(std::min<uint64_t>(r.varint("gap parameters"), kMaxGapBits + 1));
+    }
+    const uint64_t nv = r.varint("value histograms");
+    MDLSAE_CHECK_DATA(nv <= uint64_t(c.active[f]) && nv <= uint64_t(r.end - r.p),
+                      "feature ", f, " lists ", nv, " distinct values");
+    int64_t q = 0;
+    for (uint64_t i = 0; i < nv; ++i) {
+      q += int64_t(std::min<uint64_t>(r.varint("value histograms"), uint64_t(kMaxQ)));
+      MDLSAE_CHECK_DATA(q < kMaxQ, "value ", q, " of feature ", f, " exceeds the quantization limit");
+      c.hist_q.push_back(int32_t(q));
+      c.hist_count.push_back(int64_t(std::min<uint64_t>(r.varint("value histograms"), n_rows)));
+    }
+    c.hist_ptr[f + 1] = int64_t(c.hist_q.size());
+  }
+  MDLSAE_CHECK_DATA(r.p == r.end, "model tables have ", r.end - r.p, " unexpected trailing bytes");
+  return c;
+}
+
+}  // namespace mdlsae::codec

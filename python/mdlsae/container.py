@@ -1,0 +1,188 @@
+"""The ``.mdl`` file (DESIGN §4): a versioned, checksummed container of independently decodable
+row chunks. Layout, little-endian::
+
+    magic  b"\\x89MDL\\r\\n\\x1a\\n" | u16 version | u16 flags | u32 header_crc | u64 header_len
+    header: u32 json_len | JSON metadata | model counts (varints) | per-feature steps (f32, optional)
+    index:  u64 n_chunks | n_chunks x (u64 offset, u32 nbytes, u32 rows, u32 crc32) | u32 index_crc
+    chunk payloads, back to back, to the end of the file
+
+The reader checks every length, offset and checksum before using it and turns any damage into
+an :class:`~mdlsae.errors.MdlsaeError`; the writer goes through a temporary file renamed into
+place, so a failed write leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ._native import _C
+from .errors import MdlsaeError, expect
+
+MAGIC = b"\x89MDL\r\n\x1a\n"
+VERSION = 1
+_PREAMBLE = struct.Struct("<8sHHIQ")
+_ENTRY = struct.Struct("<QIII")
+
+
+@dataclass
+class ChunkEntry:
+    offset: int
+    nbytes: int
+    rows: int
+    crc: int
+
+
+def pack_header(meta: dict, model_blob: bytes, steps: np.ndarray | None) -> bytes:
+    js = json.dumps(meta, sort_keys=True).encode()
+    steps_blob = b"" if steps is None else np.asarray(steps, dtype="<f4").tobytes()
+    return struct.pack("<I", len(js)) + js + model_blob + steps_blob
+
+
+def index_bytes(entries: list[ChunkEntry]) -> bytes:
+    body = struct.pack("<Q", len(entries)) + b"".join(
+        _ENTRY.pack(e.offset, e.nbytes, e.rows, e.crc) for e in entries)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def index_size(n_chunks: int) -> int:
+    return 8 + n_chunks * _ENTRY.size + 4
+
+
+class MdlWriter:
+    """Streams a .mdl file: header and a placeholder index first, chunks as they come, then the
+    real index. Use inside :func:`mdlsae.fileio.atomic_file`."""
+
+    def __init__(self, f, header: bytes, n_chunks: int):
+        self.f = f
+        self.n_chunks = n_chunks
+        f.write(_PREAMBLE.pack(MAGIC, VERSION, 0, zlib.crc32(header), len(header)))
+        f.write(header)
+        self.index_at = f.tell()
+        f.write(b"\0" * index_size(n_chunks))
+        self.entries: list[ChunkEntry] = []
+
+    def add_chunk(self, payload: bytes, rows: int) -> None:
+        self.entries.append(ChunkEntry(self.f.tell(), len(payload), rows, zlib.crc32(payload)))
+        self.f.write(payload)
+
+    def finish(self) -> None:
+        expect(len(self.entries) == self.n_chunks,
+               f"internal: wrote {len(self.entries)} chunks, header announced {self.n_chunks}")
+        self.f.seek(self.index_at)
+        self.f.write(index_bytes(self.entries))
+        self.f.seek(0, os.SEEK_END)
+
+
+class MdlFile:
+    """A validated, open .mdl file: metadata, entropy model, chunk index; chunks read lazily."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        expect(self.path.is_file(), f"{str(self.path)!r} does not exist")
+        self.file_bytes = self.path.stat().st_size
+        self._f = open(self.path, "rb")
+        try:
+            self._read_head()
+        except BaseException:
+            self._f.close()
+            raise
+
+    def _damaged(self, what: str) -> MdlsaeError:
+        return MdlsaeError(f"{self.path}: not a valid .mdl file or damaged: {what}")
+
+    def _read_exact(self, offset: int, n: int, what: str) -> bytes:
+        if offset < 0 or n < 0 or offset + n > self.file_bytes:
+            raise self._damaged(f"{what} at byte {offset} (+{n}) lies outside the file ({self.file_bytes} bytes)")
+        self._f.seek(offset)
+        data = self._f.read(n)
+        if len(data) != n:
+            raise self._damaged(f"{what} is truncated")
+        return data
+
+    def _read_head(self) -> None:
+        pre = self._read_exact(0, _PREAMBLE.size, "preamble")
+        magic, version, flags, header_crc, header_len = _PREAMBLE.unpack(pre)
+        if magic != MAGIC:
+            raise MdlsaeError(f"{self.path}: not a .mdl file (bad magic bytes)")
+        if version != VERSION:
+            raise MdlsaeError(f"{self.path}: .mdl format version {version}; this mdlsae reads version {VERSION}")
+        if flags != 0:
+            raise self._damaged(f"unknown flags {flags:#x}")
+        header = self._read_exact(_PREAMBLE.size, header_len, "header")
+        if zlib.crc32(header) != header_crc:
+            raise self._damaged("header checksum mismatch")
+        self.header_bytes = _PREAMBLE.size + header_len
+        (js_len,) = struct.unpack_from("<I", header)
+        try:
+            meta = json.loads(header[4:4 + js_len])
+            d_sae, n_rows = int(meta["d_sae"]), int(meta["n_rows"])
+            chunk_rows, model_len = int(meta["chunk_rows"]), int(meta["model_bytes"])
+            per_feature = bool(meta["per_feature_steps"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise self._damaged(f"header metadata unreadable ({e})") from None
+        self.meta = meta
+        blob_end = 4 + js_len + model_len
+        steps_len = 4 * d_sae if per_feature else 0
+        if blob_end + steps_len != len(header) or d_sae <= 0 or n_rows < 0 or chunk_rows <= 0:
+            raise self._damaged("header sections do not add up")
+        try:
+            self.model = _C.Model.unpack(header[4 + js_len:blob_end], d_sae, n_rows, bool(meta["has_parents"]))
+        except (RuntimeError, ValueError) as e:
+            raise self._damaged(f"model tables: {e}") from None
+        self.step = (np.frombuffer(header[blob_end:], dtype="<f4").astype(np.float32) if per_feature
+                     else float(meta["step"]))
+        n_chunks = -(-n_rows // chunk_rows)
+        idx = self._read_exact(self.header_bytes, index_size(n_chunks), "chunk index")
+        (stored_n,) = struct.unpack_from("<Q", idx)
+        body, (crc,) = idx[:-4], struct.unpack_from("<I", idx, len(idx) - 4)
+        if stored_n != n_chunks or zlib.crc32(body) != crc:
+            raise self._damaged("chunk index checksum mismatch")
+        self.chunks = [ChunkEntry(*_ENTRY.unpack_from(body, 8 + i * _ENTRY.size)) for i in range(n_chunks)]
+        pos = self.header_bytes + len(idx)
+        for i, c in enumerate(self.chunks):
+            want_rows = min(chunk_rows, n_rows - i * chunk_rows)
+            if c.offset != pos or c.rows != want_rows:
+                raise self._damaged(f"chunk {i} index entry is inconsistent")
+            pos += c.nbytes
+        if pos != self.file_bytes:
+            raise self._damaged(f"file is {self.file_bytes} bytes but its chunks end at byte {pos}")
+        self.index_bytes = len(idx)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.meta["n_rows"])
+
+    @property
+    def d_sae(self) -> int:
+        return int(self.meta["d_sae"])
+
+    @property
+    def chunk_rows(self) -> int:
+        return int(self.meta["chunk_rows"])
+
+    @property
+    def payload_bytes(self) -> int:
+        return sum(c.nbytes for c in self.chunks)
+
+    def read_chunk(self, i: int) -> bytes:
+        c = self.chunks[i]
+        data = self._read_exact(c.offset, c.nbytes, f"chunk {i}")
+        if zlib.crc32(data) != c.crc:
+            raise self._damaged(f"chunk {i} checksum mismatch")
+        return data
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "MdlFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
