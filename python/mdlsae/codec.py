@@ -169,7 +169,8 @@ class Decoded:
     reconstruction: torch.Tensor | None = None
 
 
-def _check_sae(f: MdlFile, sae: SAE) -> None:
+def check_sae(f: MdlFile, sae: SAE) -> None:
+    """Refuse an SAE other than the one the file names by content hash."""
     if sae.content_hash() != f.meta["sae_sha256"]:
         raise MdlsaeError(f"{f.path}: was encoded with a different SAE (sha256 {f.meta['sae_sha256'][:16]}…, "
                           f"given {sae.content_hash()[:16]}…)")
@@ -198,7 +199,7 @@ def decode(path: str | os.PathLike, sae: SAE | None = None, start: int = 0, stop
     reconstruct the activations."""
     with MdlFile(path) as f:
         if sae is not None:
-            _check_sae(f, sae)
+            check_sae(f, sae)
         codes = decode_file(f, start, stop)
         recon = None
         if sae is not None:

@@ -1,0 +1,43 @@
+"""``mdlsae decode``: reconstruct activations from a ``.mdl`` file and its SAE."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import add_progress_flag
+from ..codec import check_sae, decode_file
+from ..container import MdlFile
+from ..fileio import atomic_file
+from ..sae import SAE
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("decode", help="decode a .mdl file to reconstructed activations (.npy)")
+    p.add_argument("file", metavar="FILE.mdl")
+    p.add_argument("--sae", required=True, metavar="SAE_DIR", help="the SAE the file was encoded with")
+    p.add_argument("-o", "--output", required=True, metavar="RECON.npy", help="float32 [N, d_in], written atomically")
+    add_progress_flag(p)
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    sae = SAE.load(args.sae)
+    with MdlFile(args.file) as f:
+        check_sae(f, sae)
+        n, d = f.n_rows, sae.d_in
+        step = f.chunk_rows * 8
+        bar = tqdm(total=n, unit="row", unit_scale=True, desc="decode",
+                   disable=not (args.progress and sys.stderr.isatty()))
+        with atomic_file(args.output) as out, torch.no_grad():
+            np.lib.format.write_array_header_1_0(out, {"descr": "<f4", "fortran_order": False, "shape": (n, d)})
+            for start in range(0, n, step):
+                codes = decode_file(f, start, min(n, start + step))
+                out.write(codes.reconstruct(f.step, sae.W_dec, sae.b_dec).numpy().astype("<f4").tobytes())
+                bar.update(codes.n_rows)
+        bar.close()
+    print(f"decoded {n:,} rows x {d} to {args.output}")
+    return 0

@@ -1,0 +1,217 @@
+"""The arithmetic coder and the .mdl file: exact round trips, golden bytes, the payload matching
+the entropy estimate, and damage always detected (DESIGN §3–4)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_sae
+from mdlsae import MdlsaeError
+from mdlsae._native import _C
+from mdlsae.cli import main
+from mdlsae.codec import build_model, decode, encode, inspect
+from mdlsae.codes import SparseCodes
+from mdlsae.entropy import FeatureStats, parent_cooccurrence
+from mdlsae.kernels import Histogram, select_quantize
+from mdlsae.toy import make_toy
+
+
+def random_codes(rng, n, d, parents=None, strict=False):
+    rates = rng.uniform(0, 0.5, size=d) ** 2
+    if d > 2:
+        rates[0], rates[1] = 0.0, 1.0  # an empty feature and one active in every row
+    act = rng.random((n, d)) < rates
+    if parents is not None:
+        for f in np.argsort(_depth(parents)):
+            if parents[f] >= 0:
+                with_par = act[:, parents[f]]
+                act[:, f] &= with_par if strict else (with_par | (rng.random(n) < 0.1))
+    q = rng.geometric(rng.uniform(0.2, 0.9, size=d), size=(n, d)).astype(np.int32)
+    q[:, -1] *= 1000  # large values take the histogram's overflow path
+    rows, cols = np.nonzero(act)
+    row_ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(act.sum(1), out=row_ptr[1:])
+    return SparseCodes(row_ptr, cols.astype(np.int32), q[rows, cols], d)
+
+
+def _depth(parents):
+    depth = np.zeros(len(parents), dtype=int)
+    for f in range(len(parents)):
+        p = parents[f]
+        while p >= 0:
+            depth[f] += 1
+            p = parents[p]
+    return depth
+
+
+def stats_of(codes: SparseCodes, parents=None) -> FeatureStats:
+    h = Histogram(codes.d_sae, dense_cap=8)
+    h.add_codes(codes.index, codes.q, codes.n_rows)
+    ptr, q, count = h.to_csr()
+    wp = parent_cooccurrence(codes, parents) if parents is not None else None
+    return FeatureStats(codes.n_rows, h.active_counts(), ptr, q, count, parents, wp)
+
+
+def round_trip(codes, parents=None, chunk_rows=37, fps=0):
+    model = build_model(stats_of(codes, parents))
+    payloads = _C.encode_chunks(model, codes.row_ptr, codes.index, codes.q, chunk_rows, fps)
+    rows = [min(chunk_rows, codes.n_rows - i * chunk_rows) for i in range(len(payloads))]
+    back = SparseCodes(*_C.decode_chunks(model, payloads, rows, fps), codes.d_sae)
+    return back, payloads, model
+
+
+def test_round_trip_random_cases():
+    rng = np.random.default_rng(0)
+    for case in range(60):
+        n, d = int(rng.integers(0, 200)), int(rng.integers(1, 40))
+        parents = None
+        if case % 2 and d > 1:
+            parents = np.where(rng.random(d) < 0.5, -1, 0).astype(np.int64)
+            parents[0] = -1
+            for f in range(1, d):  # a random forest: parents among earlier features
+                if rng.random() < 0.6:
+                    parents[f] = int(rng.integers(0, f))
+        codes = random_codes(rng, n, d, parents, strict=case % 4 == 1)
+        chunk = int(rng.integers(1, 80))
+        fps = int(rng.integers(0, d + 1))
+        back, _, _ = round_trip(codes, parents, chunk, fps)
+        assert back == codes, f"case {case}: n={n} d={d} chunk={chunk} fps={fps}"
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_zero_and_one_row(tmp_path, n):
+    sae = make_sae("topk")
+    x = torch.randn(n, 16)
+    info = encode(x, sae, tmp_path / "a.mdl", step=0.1)
+    assert info.n_rows == n and info.n_chunks == n
+    assert decode(tmp_path / "a.mdl", sae).codes == select_quantize(sae.pre_acts(x).detach(), k=4, step=0.1)
+
+
+def test_golden_bitstream():
+    # Fixed codes -> fixed bytes: any change to the coder or its tables shows up here.
+    rng = np.random.default_rng(1234)
+    codes = random_codes(rng, 300, 12)
+    parents = np.array([-1, -1, 0, 0, 1, -1, 5, 5, 6, -1, -1, 2])
+    _, payloads, model = round_trip(codes, None, chunk_rows=128)
+    _, payloads_p, model_p = round_trip(codes, parents, chunk_rows=128)
+    digest = hashlib.sha256(b"".join(payloads) + model.pack() + b"".join(payloads_p) + model_p.pack()).hexdigest()
+    assert [len(p) for p in payloads] == GOLDEN_SIZES
+    assert digest == GOLDEN_SHA256
+
+
+GOLDEN_SIZES = [104, 104, 48]
+GOLDEN_SHA256 = "d068a26c5d82361bdd0cbc38372d9c7d9ffb6c4eedbeea28f52dbe0541bdb2c3"
+
+
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory):
+    toy = make_toy(n_rows=120_000, d=32, n_features=128, mean_active=4, seed=5)
+    sae = make_sae("topk", d_in=32, d_sae=128, k=5, seed=2)
+    path = tmp_path_factory.mktemp("mdl") / "big.mdl"
+    info = encode(toy.x, sae, path, step=0.05, chunk_rows=16384)
+    return toy, sae, path, info
+
+
+def test_payload_matches_estimate_and_decodes_exactly(big_file):
+    toy, sae, path, info = big_file
+    assert info.n_rows == 120_000 and info.n_chunks == 8
+    assert 0 <= info.overhead < 0.003, info.overhead
+    with torch.no_grad():
+        want = select_quantize(sae.pre_acts(torch.from_numpy(toy.x)), k=5, step=0.05)
+    dec = decode(path, sae)
+    assert dec.codes == want
+    torch.testing.assert_close(dec.reconstruction, want.reconstruct(0.05, sae.W_dec.detach(), sae.b_dec.detach()))
+    part = decode(path, start=20_000, stop=40_001).codes
+    assert part.n_rows == 20_001
+    assert np.array_equal(part.index, want.index[want.row_ptr[20_000]:want.row_ptr[40_001]])
+
+
+def test_payload_matches_conditional_estimate(tmp_path):
+    toy = make_toy(n_rows=100_000, d=32, n_features=64, mean_active=6, seed=9)
+    sae = make_sae("relu", d_in=32, d_sae=64, seed=4)
+    parents = np.full(64, -1)
+    parents[32:] = np.arange(32)  # children given their parent
+    flat = encode(toy.x, sae, tmp_path / "f.mdl", step=0.05)
+    cond = encode(toy.x, sae, tmp_path / "c.mdl", step=0.05, parents=parents)
+    assert cond.conditional and 0 <= cond.overhead < 0.003
+    assert decode(tmp_path / "c.mdl").codes == decode(tmp_path / "f.mdl").codes
+
+
+def test_every_damage_is_detected(tmp_path):
+    sae = make_sae("topk")
+    x = torch.from_numpy(make_toy(n_rows=700, d=16, n_features=48, mean_active=3, seed=2).x)
+    path = tmp_path / "a.mdl"
+    encode(x, sae, path, step=0.1, chunk_rows=256)
+    good = path.read_bytes()
+    want = decode(path).codes
+    rng = np.random.default_rng(0)
+    positions = sorted(set(range(0, 64)) | set(rng.integers(0, len(good), 400).tolist()))
+    bad = tmp_path / "bad.mdl"
+    for pos in positions:
+        for flip in (0x01, 0x80):
+            data = bytearray(good)
+            data[pos] ^= flip
+            bad.write_bytes(bytes(data))
+            with pytest.raises(MdlsaeError):
+                decode(bad)
+    for cut in sorted(set(rng.integers(0, len(good), 60).tolist()) | {0, 7, len(good) - 1}):
+        bad.write_bytes(good[:cut])
+        with pytest.raises(MdlsaeError):
+            decode(bad)
+    bad.write_bytes(good + b"\0")
+    with pytest.raises(MdlsaeError, match="chunks end at byte"):
+        inspect(bad)
+    assert decode(path).codes == want
+
+
+def test_decoder_survives_damaged_payloads_without_checksums():
+    # Below the container's CRCs the coder itself must fail cleanly on garbage, never hang.
+    rng = np.random.default_rng(3)
+    codes = random_codes(rng, 400, 20)
+    _, payloads, model = round_trip(codes, chunk_rows=400)
+    detected = 0
+    for trial in range(300):
+        data = bytearray(payloads[0])
+        if trial % 3 == 0:
+            data = data[: rng.integers(0, len(data))]
+        else:
+            data[rng.integers(0, len(data))] ^= 1 << int(rng.integers(0, 8))
+        try:
+            back = SparseCodes(*_C.decode_chunks(model, [bytes(data)], [400], 0), 20)
+            assert back.n_rows == 400
+        except RuntimeError:
+            detected += 1
+    assert detected > 280  # the final-state check catches nearly all damage
+
+
+def test_wrong_sae_refused_and_no_output_left(tmp_path, capsys):
+    sae = make_sae("topk")
+    sae.save(tmp_path / "s")
+    make_sae("topk", seed=9).save(tmp_path / "other")
+    np.save(tmp_path / "a.npy", np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32))
+    assert main(["encode", str(tmp_path / "a.npy"), "--sae", str(tmp_path / "s"), "-o", str(tmp_path / "a.mdl"),
+                 "--step", "0.1"]) == 0
+    code = main(["decode", str(tmp_path / "a.mdl"), "--sae", str(tmp_path / "other"), "-o", str(tmp_path / "r.npy")])
+    err = capsys.readouterr().err
+    assert code == 1 and "different SAE" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r.npy").exists()
+    assert main(["decode", str(tmp_path / "a.mdl"), "--sae", str(tmp_path / "s"), "-o", str(tmp_path / "r.npy")]) == 0
+    recon = np.load(tmp_path / "r.npy")
+    assert recon.shape == (300, 16) and recon.dtype == np.float32
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_inspect_cli_json(tmp_path, capsys):
+    sae = make_sae("relu")
+    encode(torch.randn(500, 16), sae, tmp_path / "a.mdl", step=0.2)
+    assert main(["inspect", str(tmp_path / "a.mdl"), "--json"]) == 0
+    import json
+    info = json.loads(capsys.readouterr().out)
+    for key in ("n_rows", "d_in", "d_sae", "estimate_bits", "payload_bits", "model_bits", "file_bytes"):
+        assert key in info
+    assert info["file_bytes"] * 8 == info["payload_bits"] + info["model_bits"]
