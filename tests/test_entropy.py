@@ -92,3 +92,11 @@ def test_binary_entropy_edges():
 def test_bad_parents(parents, match):
     with pytest.raises(MdlsaeError, match=match):
         validate_parents(parents, 3)
+
+
+def test_naive_bound_uses_fixed_length_values():
+    from mdlsae.entropy import naive_bits_per_row, value_bits_fixed
+
+    assert [value_bits_fixed(q) for q in (1, 2, 8, 9, 256)] == [1, 1, 3, 4, 8]
+    # the README's worked example: L0 = 10.24, values 1..8, D = 1024
+    assert naive_bits_per_row(10.24, 1024, 8) == pytest.approx(10.24 * 13)

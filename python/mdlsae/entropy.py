@@ -128,8 +128,8 @@ class FeatureStats:
 
 
 def value_bits_fixed(max_q: int) -> int:
-    """B: bits of a fixed-length code for quantized values 1..max_q (at least 1)."""
-    return max(1, int(np.ceil(np.log2(max_q + 1)))) if max_q > 0 else 1
+    """B: bits of a fixed-length code for the quantized values 1..max_q (at least 1)."""
+    return max(1, int(np.ceil(np.log2(max_q)))) if max_q > 1 else 1
 
 
 def naive_bits_per_row(l0: float, d_sae: int, max_q: int) -> float:
