@@ -102,6 +102,11 @@ PYBIND11_MODULE(_C, m) {
             h.add_codes(index.data(), q.data(), index.size(), rows);
           },
           py::arg("index"), py::arg("q"), py::arg("rows"))
+      .def(
+          "add_dense_counts",
+          [](Histogram& h, py::array_t<uint32_t, py::array::c_style | py::array::forcecast> counts,
+             int64_t rows) { h.add_dense_counts(counts.data(), counts.size(), rows); },
+          py::arg("counts"), py::arg("rows"))
       .def("active_counts", [](const Histogram& h) { return to_numpy(h.active_counts()); })
       .def("to_csr", [](const Histogram& h) {
         HistogramCSR c = h.to_csr();

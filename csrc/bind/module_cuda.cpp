@@ -1,12 +1,27 @@
 // pybind11 bindings of the CUDA kernels as the private module mdlsae._C_cuda. Built only where
 // a CUDA compiler was found; importing it on a machine without a GPU is fine, and
-// device_count() then returns 0.
+// device_count() then returns 0. Device buffers arrive as integer addresses of torch tensors
+// and the stream as torch's cuda_stream handle, so nothing here links libtorch.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "common/check.h"
 #include "cuda/device.h"
+#include "cuda/select_quantize.h"
 
 namespace py = pybind11;
+using mdlsae::cuda::SelectQuantizeArgs;
+
+namespace {
+
+template <typename T>
+T* device_ptr(uintptr_t address) {
+  return reinterpret_cast<T*>(address);
+}
+
+cudaStream_t stream_of(uintptr_t handle) { return reinterpret_cast<cudaStream_t>(handle); }
+
+}  // namespace
 
 PYBIND11_MODULE(_C_cuda, m) {
   m.doc() = "mdlsae native CUDA kernels (private; use the mdlsae package)";
@@ -17,7 +32,62 @@ PYBIND11_MODULE(_C_cuda, m) {
     d["cuda_version"] = MDLSAE_CUDA_VERSION;
     d["cuda_architectures"] = MDLSAE_CUDA_ARCHS;
     d["cuda_runtime"] = mdlsae::cuda::runtime_version();
-    d["cuda_kernels"] = py::make_tuple();
+    d["cuda_kernels"] = py::make_tuple("select_quantize", "histogram");
+    d["cuda_max_topk"] = mdlsae::cuda::kMaxTopK;
     return d;
   });
+
+  // Addresses are device pointers (0 = none); see cuda/select_quantize.h for each buffer.
+  py::class_<SelectQuantizeArgs>(m, "SelectQuantizeArgs")
+      .def(py::init([](uintptr_t pre, int dtype, int64_t rows, int64_t d_sae, int64_t row_stride,
+                       int32_t k, uintptr_t threshold, float step, uintptr_t steps,
+                       uintptr_t counts, int32_t dense_cap) {
+             MDLSAE_CHECK_ARG(dtype >= 0 && dtype <= 2,
+                              "dtype code must be 0 (f32), 1 (f16) or 2 (bf16), got ", dtype);
+             SelectQuantizeArgs a;
+             a.pre = device_ptr<const void>(pre);
+             a.dtype = mdlsae::DType(dtype);
+             a.rows = rows;
+             a.d_sae = d_sae;
+             a.row_stride = row_stride;
+             a.k = k;
+             a.threshold = device_ptr<const float>(threshold);
+             a.step = step;
+             a.steps = device_ptr<const float>(steps);
+             a.counts = device_ptr<uint32_t>(counts);
+             a.dense_cap = dense_cap;
+             return a;
+           }),
+           py::arg("pre"), py::arg("dtype"), py::arg("rows"), py::arg("d_sae"),
+           py::arg("row_stride"), py::arg("k"), py::arg("threshold"), py::arg("step"),
+           py::arg("steps"), py::arg("counts"), py::arg("dense_cap"));
+
+  m.def(
+      "select_quantize_rows",
+      [](const SelectQuantizeArgs& a, uintptr_t row_nnz, uintptr_t slot_index, uintptr_t slot_q,
+         uintptr_t first_error, uintptr_t stream) {
+        mdlsae::cuda::select_quantize_rows(a, device_ptr<int64_t>(row_nnz),
+                                           device_ptr<int32_t>(slot_index),
+                                           device_ptr<int32_t>(slot_q),
+                                           device_ptr<int64_t>(first_error), stream_of(stream));
+      },
+      py::arg("args"), py::arg("row_nnz"), py::arg("slot_index"), py::arg("slot_q"),
+      py::arg("first_error"), py::arg("stream"));
+  m.def(
+      "write_codes",
+      [](const SelectQuantizeArgs& a, uintptr_t row_ptr, uintptr_t slot_index, uintptr_t slot_q,
+         uintptr_t index, uintptr_t q, uintptr_t stream) {
+        mdlsae::cuda::write_codes(a, device_ptr<const int64_t>(row_ptr),
+                                  device_ptr<const int32_t>(slot_index),
+                                  device_ptr<const int32_t>(slot_q), device_ptr<int32_t>(index),
+                                  device_ptr<int32_t>(q), stream_of(stream));
+      },
+      py::arg("args"), py::arg("row_ptr"), py::arg("slot_index"), py::arg("slot_q"),
+      py::arg("index"), py::arg("q"), py::arg("stream"));
+  m.def(
+      "throw_step_too_small",
+      [](const SelectQuantizeArgs& a, int64_t first_error, uintptr_t stream) {
+        mdlsae::cuda::throw_step_too_small(a, first_error, stream_of(stream));
+      },
+      py::arg("args"), py::arg("first_error"), py::arg("stream"));
 }

@@ -1,10 +1,14 @@
-// Scalar math shared by the CPU and CUDA kernels: half/bfloat16 widening and the DESIGN §2
-// quantizer q = rint(z / step). Only IEEE-exact operations (one float division, round half to
-// even) are used, so the host and the device produce the same q for every input bit pattern.
+// Scalar math shared by the CPU and CUDA kernels: half/bfloat16 widening, the threshold
+// selection and the DESIGN §2 quantizer q = rint(z / step). Only IEEE-exact operations (one float
+// division, round half to even) are used, so the host and the device produce the same q for
+// every input bit pattern.
 #pragma once
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <string>
+
+#include "common/check.h"
 
 #if defined(__CUDACC__)
 #define MDLSAE_HD __host__ __device__ __forceinline__
@@ -63,6 +67,18 @@ MDLSAE_HD int32_t quantize(float z, float step) {
   const float r = z / step;
   if (!(r < float(kMaxQ))) return -1;
   return int32_t(rintf(r));
+}
+
+// The selection of threshold mode (DESIGN §2): z = pre where pre > thr[f] and pre > 0
+// (ReLU); thr == nullptr means plain ReLU. NaN never passes.
+MDLSAE_HD bool passes_threshold(float v, const float* thr, int64_t f) {
+  return v > 0.0f && (!thr || v > thr[f]);
+}
+
+// The message of the error raised when quantize() returns -1, the same on every path.
+inline std::string step_too_small_message(int64_t row, int64_t f, float v, float step) {
+  return concat("step too small: row ", row, ", feature ", f, ": value ", v, " / step ", step,
+                " reaches the limit of ", kMaxQ, " quantization levels");
 }
 
 }  // namespace mdlsae

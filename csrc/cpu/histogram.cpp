@@ -43,6 +43,17 @@ void Histogram::add_codes(const int32_t* index, const int32_t* q, int64_t nnz, i
   rows_ += rows;
 }
 
+void Histogram::add_dense_counts(const uint32_t* counts, int64_t size, int64_t rows) {
+  MDLSAE_CHECK_ARG(size == int64_t(dense_.size()), "dense counts have ", size,
+                   " entries; this histogram needs d_sae * dense_cap = ", dense_.size());
+  MDLSAE_CHECK_ARG(rows >= 0, "rows must be >= 0, got ", rows);
+  for (int64_t f = 0; f < d_sae_; ++f)
+    MDLSAE_CHECK_ARG(counts[f * cap_] == 0, "feature ", f, " has ", counts[f * cap_],
+                     " counts of q = 0; active codes need q >= 1");
+  for (size_t i = 0; i < dense_.size(); ++i) dense_[i] += counts[i];
+  rows_ += rows;
+}
+
 HistogramCSR Histogram::to_csr() const {
   std::vector<uint64_t> keys;
   keys.reserve(overflow_.size());

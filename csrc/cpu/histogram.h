@@ -48,6 +48,9 @@ class Histogram {
   void add_rows(int64_t n) { rows_ += n; }
   // Adds sparse codes produced elsewhere (a decoded file, the GPU path).
   void add_codes(const int32_t* index, const int32_t* q, int64_t nnz, int64_t rows);
+  // Adds a dense [d_sae, dense_cap] table of counts of q < dense_cap (the GPU path's; its q = 0
+  // column must be zero). Codes with q >= dense_cap go through add_codes.
+  void add_dense_counts(const uint32_t* counts, int64_t size, int64_t rows);
   void merge(const Histogram& other);
 
   HistogramCSR to_csr() const;

@@ -44,9 +44,7 @@ struct WorkerOut {
 inline float step_of(const Steps& s, int32_t f) { return s.per_feature ? s.per_feature[f] : s.global; }
 
 [[noreturn]] void too_fine(int64_t row, int32_t f, float v, float step) {
-  throw std::invalid_argument(concat("step too small: row ", row, ", feature ", f, ": value ", v,
-                                     " / step ", step, " reaches the limit of ", kMaxQ,
-                                     " quantization levels"));
+  throw std::invalid_argument(step_too_small_message(row, f, v, step));
 }
 
 inline void emit(WorkerOut& out, int64_t row, int32_t f, float v, const Steps& steps) {
@@ -167,7 +165,7 @@ void threshold_row(const float* x, int64_t d, const float* thr, int64_t row, con
     if (!any) continue;
     for (int t = 0; t < n; ++t) {
       const float v = b[t];
-      if (v > 0.0f && (!thr || v > thr[j0 + t])) emit(out, row, int32_t(j0 + t), v, steps);
+      if (passes_threshold(v, thr, j0 + t)) emit(out, row, int32_t(j0 + t), v, steps);
     }
   }
 }
