@@ -10,7 +10,7 @@ import sys
 
 from .errors import MdlsaeError
 
-COMMANDS = ["dl", "encode", "decode", "inspect", "demo", "info"]
+COMMANDS = ["dl", "encode", "decode", "inspect", "select", "sweep", "demo", "info"]
 
 
 def build_parser() -> argparse.ArgumentParser:

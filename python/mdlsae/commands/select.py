@@ -1,0 +1,52 @@
+"""``mdlsae select``: the MDL choice among candidate SAEs at a loss tolerance (seed 002 §6)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+
+from . import add_progress_flag, positive_float, positive_int
+from ..fileio import atomic_file
+from ..precision import METRICS
+from ..selection import CRITERIA, select_sae
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "select", help="choose the SAE with the smallest DL among those meeting a loss tolerance",
+        description="For each SAE, find the coarsest quantization step whose reconstruction loss on ACTS "
+                    "stays within EPS (its effective precision) and the DL there; choose the SAE with the "
+                    "smallest DL among those meeting EPS. With --per-feature, steps are allocated per "
+                    "feature to shrink the DL further at the same EPS.")
+    p.add_argument("acts", metavar="ACTS", help="held-out activations [N, d_in] (.npy or .safetensors)")
+    p.add_argument("--sae", required=True, nargs="+", metavar="DIR", help="candidate SAE directories")
+    p.add_argument("--tolerance", required=True, type=positive_float, metavar="EPS",
+                   help="largest acceptable loss of the quantized reconstruction")
+    p.add_argument("--metric", choices=METRICS, default="mse",
+                   help="loss: mean squared error per element, or fraction of variance unexplained")
+    p.add_argument("--per-feature", action="store_true", help="allocate a quantization step per feature")
+    p.add_argument("--criterion", choices=CRITERIA, default="data",
+                   help="rank by data bits per row (large-N DL, default) or two-part total bits per row")
+    p.add_argument("--decoder-bits", type=int, default=16, metavar="B",
+                   help="bits per decoder weight counted in the model bits (0: do not count; default 16)")
+    p.add_argument("--max-rows", type=positive_int, help="evaluate on the first N rows only (default all)")
+    p.add_argument("--steps-out", metavar="STEPS.npy", help="save the chosen SAE's step(s) as float32 .npy")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_progress_flag(p)
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    sel = select_sae(args.acts, args.sae, args.tolerance, args.metric, args.per_feature, args.criterion,
+                     args.max_rows, max(args.decoder_bits, 0), progress=args.progress and sys.stderr.isatty())
+    chosen = sel.chosen
+    if args.steps_out and chosen is not None:
+        with atomic_file(args.steps_out) as f:
+            np.save(f, np.asarray(chosen.step, dtype=np.float32))
+    print(json.dumps(sel.to_dict()) if args.json else sel.table())
+    if chosen is None:
+        print(f"mdlsae: no candidate meets {args.metric} <= {args.tolerance:g}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,191 @@
+"""The PNG figures of model selection: DL vs width (the "bounce"), rate–distortion curves,
+the L0/loss frontier for contrast, two-part bits vs N, decoder features as images, and the
+feature-splitting phase diagram. Inputs are the plain dicts of ``results.json`` so a figure can
+be redrawn from a saved table. matplotlib is imported here only (headless Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .fileio import atomic_file  # noqa: E402
+from .twopart import AMORTISATION_ROWS  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    with atomic_file(path) as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+def _by(cands: list[dict], key: str) -> dict:
+    out: dict = {}
+    for c in cands:
+        out.setdefault(c[key], []).append(c)
+    return dict(sorted(out.items(), key=lambda kv: (kv[0] is None, kv[0])))
+
+
+def _colors(values) -> dict:
+    values = list(values)
+    cmap = plt.get_cmap("viridis")
+    return {v: cmap(i / max(len(values) - 1, 1)) for i, v in enumerate(values)}
+
+
+def _global_dl(c: dict) -> float:
+    return (c.get("per_feature") or {}).get("global_dl_bits_per_row", c["dl_bits_per_row"])
+
+
+def dl_vs_width(cands: list[dict], path: Path, tolerance: float, metric: str, title: str = "") -> None:
+    """Left: data bits per row vs width, one line per k, for the SAEs meeting ε (a DL at a
+    loss above ε is not comparable); the per-width best and the MDL optimum highlighted.
+    Right: the per-width best's two-part bits at several N."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
+    ok = [c for c in cands if c["meets_tolerance"]]
+    ks = _by(ok, "k")
+    col = _colors(ks)
+    for k, cs in ks.items():
+        cs = sorted(cs, key=lambda c: c["d_sae"])
+        ax.plot([c["d_sae"] for c in cs], [_global_dl(c) for c in cs], "o-", color=col[k], alpha=0.7, lw=1,
+                label=f"k={k}")
+    best: dict = {}
+    for c in ok:
+        if c["d_sae"] not in best or _global_dl(c) < _global_dl(best[c["d_sae"]]):
+            best[c["d_sae"]] = c
+    if best:
+        ws = sorted(best)
+        ax.plot(ws, [_global_dl(best[w]) for w in ws], "k-", lw=2.2, label=f"best meeting {metric}≤{tolerance:g}")
+        if any(c.get("per_feature") for c in ok):
+            pf = {w: min(c["dl_bits_per_row"] for c in ok if c["d_sae"] == w) for w in ws}
+            ax.plot(ws, [pf[w] for w in ws], "k--", lw=1.5, label="best, per-feature steps")
+        opt = min(ok, key=lambda c: c["dl_bits_per_row"])  # the sweep's choice (per-feature steps if allocated)
+        ax.plot(opt["d_sae"], opt["dl_bits_per_row"], "*", ms=18, color="red", mec="k", label=f"MDL optimum {opt['sae']}")
+        n = opt["n_rows"]
+        for m, style in ((n, "-"), (10 ** 6, "--"), (10 ** 8, ":")):
+            ax2.plot(ws, [best[w]["two_part"]["data_bits_per_row"] + best[w]["model_bits"] / m for w in ws],
+                     "k" + style, marker="o", label=f"two-part, N={m:,}")
+        ax2.plot(ws, [best[w]["two_part"]["data_bits_per_row"] for w in ws], "r-", marker="s", label="data bits only (N→∞)")
+    for a in (ax, ax2):
+        a.set_xscale("log", base=2)
+        a.set_xlabel("SAE width D")
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
+    ax.set_ylabel("DL at effective precision (bits/row)")
+    ax.set_title(f"{title}: DL vs width, SAEs meeting {metric} ≤ {tolerance:g} "
+                 f"({len(cands) - len(ok)} of {len(cands)} miss it)", fontsize=9)
+    ax2.set_yscale("log")
+    ax2.set_ylabel("bits/row")
+    ax2.set_title("two-part DL of the per-width best (decoder + tables amortised over N)", fontsize=9)
+    _save(fig, path)
+
+
+def rd_curves(cands: list[dict], path: Path, tolerance: float, metric: str, title: str = "") -> None:
+    """DL vs loss as the global step varies, one panel per k, colour by width."""
+    ks = _by([c for c in cands if c.get("rd_curve")], "k")
+    if not ks:
+        return
+    fig, axes = plt.subplots(1, len(ks), figsize=(4.2 * len(ks), 4), squeeze=False, sharey=True)
+    col = _colors(sorted({c["d_sae"] for c in cands}))
+    for ax, (k, cs) in zip(axes[0], ks.items()):
+        for c in sorted(cs, key=lambda c: c["d_sae"]):
+            pts = sorted((p["loss"], p["dl_bits_per_row"]) for p in c["rd_curve"])
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", color=col[c["d_sae"]], label=f"D={c['d_sae']}")
+            if c["meets_tolerance"]:
+                ax.plot(c["loss"], c["dl_bits_per_row"], "o", color=col[c["d_sae"]], mec="k")
+        ax.axvline(tolerance, color="r", ls="--", lw=1)
+        ax.set_xscale("log")
+        ax.set_title(f"k={k}", fontsize=9)
+        ax.set_xlabel(f"{metric} of the quantized reconstruction")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("DL (bits/row)")
+    fig.suptitle(f"{title}: rate–distortion curves (step from Δ/16 to 16Δ; dot: effective precision; "
+                 f"red: ε)", fontsize=9)
+    _save(fig, path)
+
+
+def l0_frontier(cands: list[dict], path: Path, tolerance: float, metric: str, title: str = "") -> None:
+    """Unquantized loss vs L0, one line per width: the usual frontier keeps rewarding width."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ws = _by(cands, "d_sae")
+    col = _colors(ws)
+    for w, cs in ws.items():
+        cs = sorted(cs, key=lambda c: c["l0"])
+        ax.plot([c["l0"] for c in cs], [c["unquantized_loss"] for c in cs], "o-", color=col[w], label=f"D={w}")
+    ax.axhline(tolerance, color="r", ls="--", lw=1, label="ε")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("L0 (active features per row)")
+    ax.set_ylabel(f"{metric} (unquantized latents)")
+    ax.set_title(f"{title}: L0/{metric} frontier", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def amortisation(best: list[dict], path: Path, title: str = "") -> None:
+    """Two-part bits per row vs N for the per-width best SAEs: which width wins depends on N."""
+    if not best:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    col = _colors([c["d_sae"] for c in best])
+    ns = np.geomspace(AMORTISATION_ROWS[0], AMORTISATION_ROWS[-1], 50)
+    for c in best:
+        ax.plot(ns, c["two_part"]["data_bits_per_row"] + c["model_bits"] / ns, color=col[c["d_sae"]],
+                label=f"{c['sae']}")
+    ax.axvline(best[0]["n_rows"], color="gray", ls=":", lw=1, label="evaluated N")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("rows N")
+    ax.set_ylabel("two-part bits/row (data + model/N)")
+    ax.set_title(f"{title}: N-dependence of the two-part DL", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def feature_grids(panels: list[tuple[str, np.ndarray, np.ndarray]], image_shape: tuple[int, int], path: Path,
+                  n: int = 64) -> None:
+    """For each (title, W_dec [D, d], active counts [D]): the ``n`` most used decoder rows as
+    images, each scaled to its own largest magnitude (red positive, blue negative)."""
+    cols = int(np.ceil(np.sqrt(n)))
+    fig = plt.figure(figsize=(4.2 * len(panels), 4.6))
+    outer = fig.add_gridspec(1, len(panels), wspace=0.08)
+    for p, (name, W, active) in enumerate(panels):
+        order = np.argsort(-np.asarray(active), kind="stable")[:n]
+        inner = outer[p].subgridspec(cols, cols, wspace=0.04, hspace=0.04)
+        for i in range(cols * cols):
+            ax = fig.add_subplot(inner[i // cols, i % cols])
+            ax.set_axis_off()
+            if i < len(order):
+                img = W[order[i]].reshape(image_shape)
+                m = float(np.abs(img).max()) or 1.0
+                ax.imshow(img, cmap="RdBu_r", vmin=-m, vmax=m)
+            if i == cols // 2:
+                ax.set_title(name, fontsize=8)
+    with atomic_file(path) as f:
+        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def phase_diagram(p: np.ndarray, rho: np.ndarray, gain: np.ndarray, path: Path, checks: list[dict] | None = None,
+                  title: str = "feature splitting: does the composite A∧B shorten the DL?") -> None:
+    """The fraction of the DL saved by adding the composite A∧B over (p, ρ); positive: the
+    composite feature pays. ``checks`` are measured points (p, rho, gain) marked on top."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    lim = float(np.nanmax(np.abs(gain))) or 1.0
+    mesh = ax.pcolormesh(p, rho, gain, cmap="RdBu_r", vmin=-lim, vmax=lim, shading="auto")
+    ax.contour(p, rho, gain, levels=[0], colors="k", linewidths=1.5)
+    fig.colorbar(mesh, ax=ax, label="fraction of DL saved by adding A∧B (>0: split)")
+    for c in checks or []:
+        ax.plot(c["p"], c["rho"], "o" if c["gain"] > 0 else "x", color="k", ms=5)
+    ax.set_xscale("log")
+    ax.set_xlabel("p = P(A) = P(B)")
+    ax.set_ylabel("correlation ρ(A, B)")
+    ax.set_title(title, fontsize=9)
+    _save(fig, path)

@@ -1,0 +1,242 @@
+"""Effective precision (DESIGN §2): the coarsest quantization step whose reconstruction loss
+stays within a tolerance ε, and the description length there.
+
+The SAE's selection (TopK, threshold or ReLU) does not depend on the step, so the selected,
+*unquantized* latents of a row sample are computed once and kept sparse (n·L0 values, whatever
+the width). Every evaluated step then only re-quantizes those values (DESIGN §2 semantics,
+checked bit-for-bit against the fused kernel in the tests), rebuilds the per-feature histograms
+with the native :class:`~mdlsae.kernels.Histogram` and reconstructs: a real evaluation, no
+model. The loss is MSE, FVU or any callable ``loss(x, x_hat) -> float`` over the whole sample
+(e.g. a downstream loss with the reconstruction spliced back into a model), so the search
+treats all three alike.
+
+Search: evaluate a ×2 geometric grid from a first guess up to the step where every value
+rounds to 0 (loss-vs-step is near-monotone but not quite: coarse steps can drop spurious small
+latents and *lower* the loss), take the coarsest grid point meeting ε (walking down if none
+does), then bisect the bracket above it geometrically to ``rel_tol``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Union
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .acts import as_activations
+from .codes import SparseCodes, steps_tensor
+from .entropy import FeatureStats
+from .errors import MdlsaeError, expect
+from .kernels import Histogram
+from .measure import DEFAULT_BATCH_ROWS, ErrorStats
+from .sae import SAE
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], float]
+Metric = Union[str, LossFn]
+METRICS = ("mse", "fvu")
+MAX_Q = 1 << 24  # the fused kernel's limit on a quantized value (csrc/common/quantize.h)
+
+
+def resolve_metric(metric: Metric) -> tuple[str, LossFn | None]:
+    """(name, callable or None for the built-in MSE/FVU computed from ErrorStats)."""
+    if callable(metric):
+        return getattr(metric, "__name__", "custom"), metric
+    expect(metric in METRICS, f"metric must be one of {', '.join(METRICS)} or a callable, got {metric!r}")
+    return metric, None
+
+
+@dataclass
+class SparseLatents:
+    """The selected, unquantized latents of an SAE on the first ``n_rows`` rows of a dataset,
+    row-major sparse like :class:`~mdlsae.codes.SparseCodes` but with float values."""
+
+    x: torch.Tensor  # float32 [n, d_in], the rows themselves (for the loss)
+    row_ptr: np.ndarray  # int64 [n + 1]
+    index: np.ndarray  # int32 [nnz]
+    value: np.ndarray  # float32 [nnz], > 0
+    W_dec: torch.Tensor
+    b_dec: torch.Tensor
+
+    @classmethod
+    def from_sae(cls, acts, sae: SAE, max_rows: int | None = None, batch_rows: int = DEFAULT_BATCH_ROWS,
+                 progress: bool = False) -> "SparseLatents":
+        acts = as_activations(acts)
+        expect(acts.d == sae.d_in, f"{acts.name}: activations have d_in={acts.d} but the SAE expects d_in={sae.d_in}")
+        n = acts.n_rows if max_rows is None else min(acts.n_rows, max_rows)
+        expect(n > 0, f"{acts.name}: no rows to evaluate")
+        xs, rows, cols, vals = [], [], [], []
+        bar = tqdm(total=n, unit="row", unit_scale=True, disable=not progress, desc="encode")
+        start = 0
+        with torch.no_grad():
+            for x in acts.batches(batch_rows, stop=n):
+                z = sae.encode(x)  # the reference selection the fused kernel reproduces
+                r, c = torch.nonzero(z > 0, as_tuple=True)
+                xs.append(x)
+                rows.append(r.numpy() + start)
+                cols.append(c.numpy().astype(np.int32))
+                vals.append(z[r, c].numpy())
+                start += x.shape[0]
+                bar.update(x.shape[0])
+        bar.close()
+        row = np.concatenate(rows)
+        row_ptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(row, minlength=n), out=row_ptr[1:])
+        return cls(torch.cat(xs), row_ptr, np.concatenate(cols), np.concatenate(vals).astype(np.float32),
+                   sae.W_dec.detach().float(), sae.b_dec.detach().float())
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.row_ptr) - 1
+
+    @property
+    def d_sae(self) -> int:
+        return self.W_dec.shape[0]
+
+    def rows(self) -> np.ndarray:
+        return np.repeat(np.arange(self.n_rows, dtype=np.int64), np.diff(self.row_ptr))
+
+    def quantize_values(self, step) -> np.ndarray:
+        """q of every stored value, zeros included (float32 [nnz]): DESIGN §2's rint(z / Δ) in
+        float32 (one IEEE division, round half to even), as the fused kernel computes it."""
+        st = steps_tensor(step, self.d_sae).numpy()
+        q = np.rint(self.value / (st[self.index] if st.ndim else st))
+        if len(q) and float(q.max()) >= MAX_Q:
+            raise MdlsaeError(f"step too small: a latent quantizes to {float(q.max()):.3g} >= 2^24")
+        return q
+
+    def codes(self, step, q: np.ndarray | None = None) -> SparseCodes:
+        """The codes the fused kernel produces for these rows at ``step`` (q >= 1 kept)."""
+        q = self.quantize_values(step) if q is None else q
+        keep = q >= 1
+        row_ptr = np.zeros(self.n_rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(self.rows()[keep], minlength=self.n_rows), out=row_ptr[1:])
+        return SparseCodes(row_ptr, self.index[keep], q[keep].astype(np.int32), self.d_sae)
+
+    def stats(self, codes: SparseCodes) -> FeatureStats:
+        hist = Histogram(self.d_sae)
+        hist.add_codes(codes.index, codes.q, codes.n_rows)
+        ptr, q, count = hist.to_csr()
+        return FeatureStats(codes.n_rows, hist.active_counts(), ptr, q, count)
+
+    def reconstruct_unquantized(self) -> torch.Tensor:
+        idx = torch.from_numpy(self.index).long()
+        w = torch.from_numpy(self.value)
+        out = torch.nn.functional.embedding_bag(idx, self.W_dec, torch.from_numpy(self.row_ptr[:-1]),
+                                                mode="sum", per_sample_weights=w)
+        return out + self.b_dec
+
+
+@dataclass
+class Point:
+    """One evaluated step: the DL estimate and the loss of what the decoder reconstructs."""
+
+    step: float | np.ndarray
+    loss: float
+    stats: FeatureStats
+    err: ErrorStats
+
+    @property
+    def dl_bits_per_row(self) -> float:
+        return self.stats.estimate_bits(conditional=False) / max(self.stats.n_rows, 1)
+
+    @property
+    def l0(self) -> float:
+        return float(self.stats.active.sum()) / max(self.stats.n_rows, 1)
+
+
+class Evaluator:
+    """Loss and DL of an SAE's codes at any step(s), on a cached sample of rows."""
+
+    def __init__(self, latents: SparseLatents, metric: Metric = "mse"):
+        self.latents = latents
+        self.metric, self._fn = resolve_metric(metric)
+        self.evaluations = 0
+
+    def loss_of(self, x_hat: torch.Tensor) -> tuple[float, ErrorStats]:
+        err = ErrorStats(self.latents.x.shape[1])
+        err.add(self.latents.x, x_hat)
+        if self._fn is not None:
+            loss = float(self._fn(self.latents.x, x_hat))
+        else:
+            loss = err.mse if self.metric == "mse" else err.fvu
+        return loss, err
+
+    def evaluate(self, step) -> Point:
+        self.evaluations += 1
+        codes = self.latents.codes(step)
+        with torch.no_grad():
+            x_hat = codes.reconstruct(step, self.latents.W_dec, self.latents.b_dec)
+        loss, err = self.loss_of(x_hat)
+        return Point(step, loss, self.latents.stats(codes), err)
+
+    def unquantized_loss(self) -> float:
+        """The loss with latents sent exactly: no step can do better (up to noise)."""
+        with torch.no_grad():
+            return self.loss_of(self.latents.reconstruct_unquantized())[0]
+
+
+@dataclass
+class Precision:
+    """The coarsest step meeting ε (``meets``), or the finest tried when none does."""
+
+    step: float
+    point: Point
+    meets: bool
+    tolerance: float
+    unquantized_loss: float
+    trace: list[Point] = field(default_factory=list)  # every evaluated step, in order
+
+
+def effective_precision(ev: Evaluator, tolerance: float, rel_tol: float = 0.01, start: float | None = None) -> Precision:
+    """Coarsest global step with loss <= ``tolerance`` on a ×2 grid, refined by bisection until
+    the passing and failing steps are within a factor ``1 + rel_tol``."""
+    expect(tolerance > 0, f"tolerance must be positive, got {tolerance}")
+    v = ev.latents.value
+    trace: list[Point] = []
+
+    def at(s: float) -> Point:
+        trace.append(ev.evaluate(np.float32(s)))
+        return trace[-1]
+
+    loss0 = ev.unquantized_loss()
+    if len(v) == 0:  # nothing is ever active: the step is irrelevant
+        p = at(1.0)
+        return Precision(1.0, p, p.loss <= tolerance, tolerance, loss0, trace)
+    top = 2.5 * float(v.max())  # every value rounds to 0 here and beyond: coarser changes nothing
+    floor = float(v.max()) / 2 ** 22  # keeps q well inside the kernel's range
+    s0 = min(float(start) if start else float(np.median(v)) / 16, top)
+    # the whole grid up to `top`: the loss is not monotone in the step (coarse steps drop small,
+    # often spurious latents), so the coarsest passing grid point is only known after all of them
+    ups = [s0 * 2.0 ** m for m in range(int(np.ceil(np.log2(top / s0))))] + [top]
+    points = [at(s) for s in ups]
+    ok = [i for i, p in enumerate(points) if p.loss <= tolerance]
+    if ok:
+        i = ok[-1]
+        if i == len(ups) - 1:  # even sending nothing meets ε
+            return Precision(top, points[i], True, tolerance, loss0, trace)
+        lo, p_lo, hi = ups[i], points[i], ups[i + 1]
+    else:
+        lo, p_lo = s0, points[0]
+        if loss0 > tolerance:  # no step can meet ε: report the finest grid point tried
+            return Precision(s0, p_lo, False, tolerance, loss0, trace)
+        while p_lo.loss > tolerance and lo / 2 >= floor:
+            lo /= 2
+            p_lo = at(lo)
+        if p_lo.loss > tolerance:
+            return Precision(lo, p_lo, False, tolerance, loss0, trace)
+        hi = 2 * lo
+    while hi / lo > 1 + rel_tol:
+        mid = float(np.sqrt(lo * hi))
+        pm = at(mid)
+        if pm.loss <= tolerance:
+            lo, p_lo = mid, pm
+        else:
+            hi = mid
+    return Precision(float(np.float32(lo)), p_lo, True, tolerance, loss0, trace)
+
+
+def rd_curve(ev: Evaluator, steps) -> list[Point]:
+    """Rate-distortion points (DL vs loss) at each global step."""
+    return [ev.evaluate(np.float32(s)) for s in steps]

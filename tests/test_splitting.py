@@ -1,0 +1,54 @@
+"""The feature-splitting toy (seed 002 §7): the analytic DL of both codes equals the package's
+estimator on sampled rows, the split code always has the smaller L0 but not always the smaller
+DL, and the phase boundary is where the two DLs are equal."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from mdlsae import MdlsaeError
+from mdlsae.selection import evaluate_sae
+from mdlsae.splitting import (analytic_dl, boundary_rho, encoded_file_bits, p_and, phase_grid, sample_rows,
+                              split_saes)
+
+
+@pytest.mark.parametrize("p,rho", [(0.05, 0.0), (0.05, 0.6), (0.2, 0.3)])
+def test_estimator_equals_formula_on_sampled_rows(p, rho):
+    x, a, b, f = sample_rows(20_000, p, p, rho, seed=1)
+    two, three = split_saes(f)
+    want = analytic_dl(a.mean(), b.mean(), (a & b).mean())  # the formula on the sample's frequencies
+    eps = 1e-3 * float((x ** 2).mean())
+    got = []
+    for sae in (two, three):
+        c = evaluate_sae(x, sae, eps)
+        assert c.meets and c.precision.unquantized_loss < 1e-10  # both SAEs are exact
+        got.append(c)
+    assert got[0].dl_bits_per_row == pytest.approx(float(want[0]), rel=1e-9)
+    assert got[1].dl_bits_per_row == pytest.approx(float(want[1]), rel=1e-9)
+    assert got[1].report.l0 < got[0].report.l0  # splitting always lowers L0
+
+
+def test_phase_boundary():
+    ps = np.array([0.003, 0.03, 0.1, 0.3])
+    rho = np.array([boundary_rho(p) for p in ps])
+    assert (np.diff(rho) > 0).all() and (rho > 0).all() and rho[-1] < 0.5
+    for p, r in zip(ps, rho):
+        below, above = (analytic_dl(p, p, p_and(p, p, v)) for v in (0.9 * r, 1.1 * r))
+        assert below[0] < below[1] and above[0] > above[1]
+    grid = phase_grid(ps, np.array([-0.9, 0.0, 0.99]))
+    assert np.isnan(grid[0]).all()  # ρ = -0.9 is impossible for p <= 0.3 (P(A∧B) would be < 0)
+    assert (grid[1] < 0).all() and (grid[2] > 0).all()  # independent: no split; near-identical: split
+
+
+def test_infeasible_correlation_is_a_clear_error():
+    with pytest.raises(MdlsaeError, match="no boolean pair"):
+        sample_rows(10, 0.1, 0.1, -0.5)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mdlsae.codec") is not None, reason="a codec is built in")
+def test_encoded_file_hook_is_absent_without_a_codec():
+    x, _, _, f = sample_rows(100, 0.1, 0.1, 0.0)
+    assert encoded_file_bits(x, split_saes(f)[0], 0.5) is None
