@@ -19,7 +19,8 @@ from mdlsae.allocate import allocate_steps
 from mdlsae.cli import main
 from mdlsae.entropy import FeatureStats
 from mdlsae.measure import measure_dl, scan
-from mdlsae.precision import Evaluator, SparseLatents, effective_precision
+from mdlsae.kernels import select_quantize
+from mdlsae.precision import Evaluator, SparseLatents, effective_precision, select_sparse
 from mdlsae.sae import SAE, SAEConfig
 from mdlsae.selection import select_sae
 from mdlsae.toy import make_toy
@@ -75,6 +76,16 @@ def test_cached_latents_reproduce_the_fused_kernel(toy, arch):
         assert same_stats(p.stats, stats)
         assert p.loss == pytest.approx(err.mse, rel=1e-9)
         assert p.dl_bits_per_row == pytest.approx(stats.estimate_bits() / len(toy.x), rel=1e-12)
+
+
+def test_topk_ties_break_like_the_kernel():
+    """Exact ties at the k-th place go to the lower feature index, as in the fused kernel."""
+    pre = torch.tensor([[1.0, 2.0, 2.0, 2.0, 0.5], [3.0, 1.0, 1.0, 0.0, 1.0], [-1.0, -1.0, 0.0, 0.0, 2.0]])
+    r, c, v = select_sparse(pre, 2, None)
+    codes = select_quantize(pre, k=2, step=1e-3)
+    assert np.array_equal(np.repeat(np.arange(3), np.diff(codes.row_ptr)), r.numpy())
+    assert np.array_equal(codes.index, c.numpy()) and np.array_equal(codes.q, np.rint(v.numpy() / np.float32(1e-3)))
+    assert c.tolist() == [1, 2, 0, 1, 4]
 
 
 def test_max_rows_takes_the_first_rows(toy):

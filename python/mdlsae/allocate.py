@@ -15,8 +15,8 @@ For a multiplier λ each feature independently minimises R_i + λ·D_i (vectoris
 Larger λ means finer steps, more bits and (mostly) lower loss: a scan of λ on a ×4 ladder and
 a bisection below the smallest passing λ, with every candidate allocation evaluated by a real
 quantize-and-reconstruct on the sample with the user's loss, find the cheapest allocation
-meeting ε. If none beats the global step, the global step is
-returned: never worse than the best global step, by construction.
+meeting ε. If none beats the global step, the global step is returned: never worse than the
+best global step, by construction.
 """
 
 from __future__ import annotations
@@ -58,14 +58,14 @@ def rate_distortion_tables(ev: Evaluator, base_step: float) -> tuple[np.ndarray,
     v = lat.value.astype(np.float64)
     top = np.log(2.5 * max(float(v.max(initial=0)), base_step) / base_step) / np.log(GRID_RATIO)
     grid = (base_step * GRID_RATIO ** np.arange(GRID_FINEST, min(int(np.ceil(top)), GRID_FINEST + GRID_MAX_POINTS) + 1))
-    grid = grid.astype(np.float32)
+    grid = np.maximum(grid, v.max(initial=0) / 2 ** 23).astype(np.float32)  # q stays in the kernel's range
     steps = np.empty((len(grid) + 1, d), dtype=np.float32)
     R = np.zeros((len(grid) + 1, d))
     D = np.empty((len(grid) + 1, d))
     for j, s in enumerate(grid):
         q = lat.quantize_values(s)
         steps[j] = s
-        R[j] = lat.stats(lat.codes(s, q)).bits_per_row(conditional=False)
+        R[j] = lat.stats(q).bits_per_row(conditional=False)
         D[j] = np.bincount(lat.index, weights=(v - q * float(s)) ** 2, minlength=d) * wnorm2 / n
     # "off": every value rounds to 0 (rint(z/Δ) = 0 for z < Δ/2); costs no bits at all
     vmax = np.zeros(d, dtype=np.float32)

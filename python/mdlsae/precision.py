@@ -26,11 +26,12 @@ import torch
 from tqdm.auto import tqdm
 
 from .acts import as_activations
-from .codes import SparseCodes, steps_tensor
+from .codes import steps_tensor
 from .entropy import FeatureStats
 from .errors import MdlsaeError, expect
 from .kernels import Histogram
 from .measure import DEFAULT_BATCH_ROWS, ErrorStats
+from .reference import topk_mask
 from .sae import SAE
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], float]
@@ -47,10 +48,31 @@ def resolve_metric(metric: Metric) -> tuple[str, LossFn | None]:
     return metric, None
 
 
+def select_sparse(pre: torch.Tensor, k: int, threshold: np.ndarray | None) -> tuple[torch.Tensor, ...]:
+    """(rows, features, values) of the positive selected latents, with the fused kernel's
+    selection rule: TopK with ties to the lower feature index (k > 0), else ``pre > threshold``."""
+    if k <= 0:
+        thr = torch.zeros(()) if threshold is None else torch.from_numpy(threshold).clamp_min(0)
+        r, c = torch.nonzero(pre > thr, as_tuple=True)
+        return r, c, pre[r, c]
+    keep = torch.zeros_like(pre, dtype=torch.bool)
+    if k < pre.shape[1]:
+        vals, idx = torch.topk(pre, k + 1, dim=1)  # fast; exact unless the k-th and (k+1)-th tie
+        keep.scatter_(1, idx[:, :k], True)
+        tied = torch.nonzero((vals[:, k - 1] == vals[:, k]) & (vals[:, k] > 0)).flatten()
+        if len(tied):
+            keep[tied] = topk_mask(pre[tied], k)
+    else:
+        keep.fill_(True)
+    r, c = torch.nonzero(keep & (pre > 0), as_tuple=True)
+    return r, c, pre[r, c]
+
+
 @dataclass
 class SparseLatents:
     """The selected, unquantized latents of an SAE on the first ``n_rows`` rows of a dataset,
-    row-major sparse like :class:`~mdlsae.codes.SparseCodes` but with float values."""
+    row-major sparse like :class:`~mdlsae.codes.SparseCodes` but with float values. Memory:
+    4·d_in + 8·L0 bytes per row."""
 
     x: torch.Tensor  # float32 [n, d_in], the rows themselves (for the loss)
     row_ptr: np.ndarray  # int64 [n + 1]
@@ -66,24 +88,21 @@ class SparseLatents:
         expect(acts.d == sae.d_in, f"{acts.name}: activations have d_in={acts.d} but the SAE expects d_in={sae.d_in}")
         n = acts.n_rows if max_rows is None else min(acts.n_rows, max_rows)
         expect(n > 0, f"{acts.name}: no rows to evaluate")
-        xs, rows, cols, vals = [], [], [], []
+        k, threshold = sae.selection()
+        xs, counts, cols, vals = [], [], [], []
         bar = tqdm(total=n, unit="row", unit_scale=True, disable=not progress, desc="encode")
-        start = 0
         with torch.no_grad():
             for x in acts.batches(batch_rows, stop=n):
-                z = sae.encode(x)  # the reference selection the fused kernel reproduces
-                r, c = torch.nonzero(z > 0, as_tuple=True)
+                r, c, v = select_sparse(sae.pre_acts(x), k, threshold)
                 xs.append(x)
-                rows.append(r.numpy() + start)
+                counts.append(np.bincount(r.numpy(), minlength=x.shape[0]))
                 cols.append(c.numpy().astype(np.int32))
-                vals.append(z[r, c].numpy())
-                start += x.shape[0]
+                vals.append(v.numpy().astype(np.float32))
                 bar.update(x.shape[0])
         bar.close()
-        row = np.concatenate(rows)
         row_ptr = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(np.bincount(row, minlength=n), out=row_ptr[1:])
-        return cls(torch.cat(xs), row_ptr, np.concatenate(cols), np.concatenate(vals).astype(np.float32),
+        np.cumsum(np.concatenate(counts), out=row_ptr[1:])
+        return cls(torch.cat(xs), row_ptr, np.concatenate(cols), np.concatenate(vals),
                    sae.W_dec.detach().float(), sae.b_dec.detach().float())
 
     @property
@@ -94,37 +113,35 @@ class SparseLatents:
     def d_sae(self) -> int:
         return self.W_dec.shape[0]
 
-    def rows(self) -> np.ndarray:
-        return np.repeat(np.arange(self.n_rows, dtype=np.int64), np.diff(self.row_ptr))
+    def entry_steps(self, step) -> np.ndarray:
+        """The step of every stored value (float32 [nnz], or a scalar for a global step)."""
+        st = steps_tensor(step, self.d_sae).numpy()
+        return st[self.index] if st.ndim else st
 
     def quantize_values(self, step) -> np.ndarray:
         """q of every stored value, zeros included (float32 [nnz]): DESIGN §2's rint(z / Δ) in
         float32 (one IEEE division, round half to even), as the fused kernel computes it."""
-        st = steps_tensor(step, self.d_sae).numpy()
-        q = np.rint(self.value / (st[self.index] if st.ndim else st))
+        q = np.rint(self.value / self.entry_steps(step))
         if len(q) and float(q.max()) >= MAX_Q:
             raise MdlsaeError(f"step too small: a latent quantizes to {float(q.max()):.3g} >= 2^24")
         return q
 
-    def codes(self, step, q: np.ndarray | None = None) -> SparseCodes:
-        """The codes the fused kernel produces for these rows at ``step`` (q >= 1 kept)."""
-        q = self.quantize_values(step) if q is None else q
+    def stats(self, q: np.ndarray) -> FeatureStats:
+        """Per-feature statistics of the codes with quantized values ``q`` (active iff q >= 1)."""
         keep = q >= 1
-        row_ptr = np.zeros(self.n_rows + 1, dtype=np.int64)
-        np.cumsum(np.bincount(self.rows()[keep], minlength=self.n_rows), out=row_ptr[1:])
-        return SparseCodes(row_ptr, self.index[keep], q[keep].astype(np.int32), self.d_sae)
-
-    def stats(self, codes: SparseCodes) -> FeatureStats:
         hist = Histogram(self.d_sae)
-        hist.add_codes(codes.index, codes.q, codes.n_rows)
-        ptr, q, count = hist.to_csr()
-        return FeatureStats(codes.n_rows, hist.active_counts(), ptr, q, count)
+        hist.add_codes(self.index[keep], q[keep].astype(np.int32), self.n_rows)
+        ptr, hq, count = hist.to_csr()
+        return FeatureStats(self.n_rows, hist.active_counts(), ptr, hq, count)
 
-    def reconstruct_unquantized(self) -> torch.Tensor:
-        idx = torch.from_numpy(self.index).long()
-        w = torch.from_numpy(self.value)
-        out = torch.nn.functional.embedding_bag(idx, self.W_dec, torch.from_numpy(self.row_ptr[:-1]),
-                                                mode="sum", per_sample_weights=w)
+    def reconstruct(self, weights: np.ndarray, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """x^ of rows [start, stop) when every stored latent is replaced by ``weights`` (its
+        dequantized value q·Δ, 0 when dropped, or its exact value)."""
+        stop = self.n_rows if stop is None else stop
+        a, b = int(self.row_ptr[start]), int(self.row_ptr[stop])
+        out = torch.nn.functional.embedding_bag(
+            torch.from_numpy(self.index[a:b]).long(), self.W_dec, torch.from_numpy(self.row_ptr[start:stop] - a),
+            mode="sum", per_sample_weights=torch.from_numpy(np.ascontiguousarray(weights[a:b], dtype=np.float32)))
         return out + self.b_dec
 
 
@@ -147,34 +164,38 @@ class Point:
 
 
 class Evaluator:
-    """Loss and DL of an SAE's codes at any step(s), on a cached sample of rows."""
+    """Loss and DL of an SAE's codes at any step(s), on a cached sample of rows. Built-in
+    losses stream over row chunks; a callable loss sees the whole sample at once."""
+
+    CHUNK_ROWS = 16384
 
     def __init__(self, latents: SparseLatents, metric: Metric = "mse"):
         self.latents = latents
         self.metric, self._fn = resolve_metric(metric)
         self.evaluations = 0
 
-    def loss_of(self, x_hat: torch.Tensor) -> tuple[float, ErrorStats]:
-        err = ErrorStats(self.latents.x.shape[1])
-        err.add(self.latents.x, x_hat)
-        if self._fn is not None:
-            loss = float(self._fn(self.latents.x, x_hat))
-        else:
-            loss = err.mse if self.metric == "mse" else err.fvu
-        return loss, err
+    def loss_of(self, weights: np.ndarray) -> tuple[float, ErrorStats]:
+        lat = self.latents
+        err = ErrorStats(lat.x.shape[1])
+        with torch.no_grad():
+            if self._fn is not None:
+                x_hat = lat.reconstruct(weights)
+                err.add(lat.x, x_hat)
+                return float(self._fn(lat.x, x_hat)), err
+            for a in range(0, lat.n_rows, self.CHUNK_ROWS):
+                b = min(a + self.CHUNK_ROWS, lat.n_rows)
+                err.add(lat.x[a:b], lat.reconstruct(weights, a, b))
+        return (err.mse if self.metric == "mse" else err.fvu), err
 
     def evaluate(self, step) -> Point:
         self.evaluations += 1
-        codes = self.latents.codes(step)
-        with torch.no_grad():
-            x_hat = codes.reconstruct(step, self.latents.W_dec, self.latents.b_dec)
-        loss, err = self.loss_of(x_hat)
-        return Point(step, loss, self.latents.stats(codes), err)
+        q = self.latents.quantize_values(step)
+        loss, err = self.loss_of(q * self.latents.entry_steps(step))  # z~ = q·Δ, float32 as decoded
+        return Point(step, loss, self.latents.stats(q), err)
 
     def unquantized_loss(self) -> float:
         """The loss with latents sent exactly: no step can do better (up to noise)."""
-        with torch.no_grad():
-            return self.loss_of(self.latents.reconstruct_unquantized())[0]
+        return self.loss_of(self.latents.value)[0]
 
 
 @dataclass
@@ -200,10 +221,12 @@ def effective_precision(ev: Evaluator, tolerance: float, rel_tol: float = 0.01, 
         trace.append(ev.evaluate(np.float32(s)))
         return trace[-1]
 
+    def done(p: Point) -> Precision:
+        return Precision(float(p.step), p, p.loss <= tolerance, tolerance, loss0, trace)
+
     loss0 = ev.unquantized_loss()
     if len(v) == 0:  # nothing is ever active: the step is irrelevant
-        p = at(1.0)
-        return Precision(1.0, p, p.loss <= tolerance, tolerance, loss0, trace)
+        return done(at(1.0))
     top = 2.5 * float(v.max())  # every value rounds to 0 here and beyond: coarser changes nothing
     floor = float(v.max()) / 2 ** 22  # keeps q well inside the kernel's range
     s0 = min(float(start) if start else float(np.median(v)) / 16, top)
@@ -215,17 +238,17 @@ def effective_precision(ev: Evaluator, tolerance: float, rel_tol: float = 0.01, 
     if ok:
         i = ok[-1]
         if i == len(ups) - 1:  # even sending nothing meets ε
-            return Precision(top, points[i], True, tolerance, loss0, trace)
+            return done(points[i])
         lo, p_lo, hi = ups[i], points[i], ups[i + 1]
     else:
         lo, p_lo = s0, points[0]
-        if loss0 > tolerance:  # no step can meet ε: report the finest grid point tried
-            return Precision(s0, p_lo, False, tolerance, loss0, trace)
+        if loss0 > tolerance:  # finer steps only approach the unquantized loss, which misses ε
+            return done(p_lo)
         while p_lo.loss > tolerance and lo / 2 >= floor:
             lo /= 2
             p_lo = at(lo)
         if p_lo.loss > tolerance:
-            return Precision(lo, p_lo, False, tolerance, loss0, trace)
+            return done(p_lo)
         hi = 2 * lo
     while hi / lo > 1 + rel_tol:
         mid = float(np.sqrt(lo * hi))
@@ -234,7 +257,7 @@ def effective_precision(ev: Evaluator, tolerance: float, rel_tol: float = 0.01, 
             lo, p_lo = mid, pm
         else:
             hi = mid
-    return Precision(float(np.float32(lo)), p_lo, True, tolerance, loss0, trace)
+    return done(p_lo)
 
 
 def rd_curve(ev: Evaluator, steps) -> list[Point]:

@@ -58,10 +58,11 @@ def sae_name(arch: str, width: int, k: int) -> str:
 
 def _trained(train, arch: str, width: int, k: int, cfg: SweepConfig, path: Path, progress: bool) -> SAE:
     """The SAE at ``path`` if it was trained with these settings, else a freshly trained one."""
-    record = {"epochs": cfg.epochs, "seed": cfg.seed, "train_rows": train.n_rows}
+    record = {"architecture": arch, "d_sae": width, "k": k, "epochs": cfg.epochs, "seed": cfg.seed,
+              "train_rows": train.n_rows}
     if (path / "cfg.json").is_file():
         sae = SAE.load(path)
-        if sae.cfg.extra.get("mdlsae_train") == record and (sae.d_sae, sae.cfg.k) == (width, k):
+        if sae.cfg.extra.get("mdlsae_train") == record:
             return sae
     sae = train_sae(train, TrainConfig(architecture=arch, d_sae=width, k=k, epochs=cfg.epochs, seed=cfg.seed),
                     progress=progress)
@@ -77,21 +78,23 @@ def rd_envelope(curve: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     return loss, np.minimum.accumulate(np.array([p[1] for p in pts]))
 
 
-def rd_crossings(cands: list[dict], points: int = 200) -> list[dict]:
-    """Pairs of SAEs whose rate-distortion curves cross on their common loss range, with the
-    losses where the cheaper SAE changes."""
+def rd_crossings(cands: list[dict], points: int = 200, margin: float = 0.02) -> list[dict]:
+    """Pairs of SAEs whose rate-distortion curves cross on their common loss range: each is
+    cheaper somewhere by more than ``margin`` (relative, and at least 0.05 bits/row, so that
+    curves running together count as ties), with the losses where the cheaper one changes."""
     out = []
     for a, b in itertools.combinations([c for c in cands if c.get("rd_curve")], 2):
         (la, da), (lb, db) = rd_envelope(a["rd_curve"]), rd_envelope(b["rd_curve"])
         lo, hi = max(la[0], lb[0]), min(la[-1], lb[-1])
         if not (0 < lo < hi):
             continue
-        grid = np.geomspace(lo, hi, points)
-        diff = np.interp(np.log(grid), np.log(la), da) - np.interp(np.log(grid), np.log(lb), db)
-        nz = np.flatnonzero(np.abs(diff) > 1e-9 * max(da.max(), db.max()))  # ties are not crossings
-        flips = nz[1:][np.sign(diff[nz[1:]]) != np.sign(diff[nz[:-1]])]
+        grid = np.log(np.geomspace(lo, hi, points))
+        fa, fb = np.interp(grid, np.log(la), da), np.interp(grid, np.log(lb), db)
+        diff = fa - fb
+        clear = np.flatnonzero(np.abs(diff) > np.maximum(margin * np.minimum(fa, fb), 0.05))
+        flips = clear[1:][np.sign(diff[clear[1:]]) != np.sign(diff[clear[:-1]])]
         if len(flips):
-            out.append({"a": a["sae"], "b": b["sae"], "at_loss": [float(grid[i]) for i in flips]})
+            out.append({"a": a["sae"], "b": b["sae"], "at_loss": [float(np.exp(grid[i])) for i in flips]})
     return out
 
 

@@ -29,8 +29,8 @@ def add_parser(sub) -> None:
     p.add_argument("--per-feature", action="store_true", help="allocate a quantization step per feature")
     p.add_argument("--criterion", choices=CRITERIA, default="data",
                    help="rank by data bits per row (large-N DL, default) or two-part total bits per row")
-    p.add_argument("--decoder-bits", type=int, default=16, metavar="B",
-                   help="bits per decoder weight counted in the model bits (0: do not count; default 16)")
+    p.add_argument("--decoder-bits", type=int, choices=(0, 8, 16, 32), default=16, metavar="B",
+                   help="bits per decoder weight counted in the model bits: 8, 16 (default) or 32; 0: not counted")
     p.add_argument("--max-rows", type=positive_int, help="evaluate on the first N rows only (default all)")
     p.add_argument("--steps-out", metavar="STEPS.npy", help="save the chosen SAE's step(s) as float32 .npy")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -40,7 +40,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     sel = select_sae(args.acts, args.sae, args.tolerance, args.metric, args.per_feature, args.criterion,
-                     args.max_rows, max(args.decoder_bits, 0), progress=args.progress and sys.stderr.isatty())
+                     args.max_rows, args.decoder_bits, progress=args.progress and sys.stderr.isatty())
     chosen = sel.chosen
     if args.steps_out and chosen is not None:
         with atomic_file(args.steps_out) as f:
