@@ -104,7 +104,7 @@ def test_golden_bitstream():
 
 
 GOLDEN_SIZES = [104, 104, 48]
-GOLDEN_SHA256 = "d068a26c5d82361bdd0cbc38372d9c7d9ffb6c4eedbeea28f52dbe0541bdb2c3"
+GOLDEN_SHA256 = "ce393068aaa0e0552f976345817aba71f9e94e63bab7d3ebf43e65221053a644"
 
 
 @pytest.fixture(scope="module")

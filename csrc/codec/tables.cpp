@@ -1,6 +1,6 @@
 // Deterministic entropy-model construction and the varint serialisation of its counts (see
 // tables.h). Probabilities come from integers with IEEE double operations only (one division,
-// squarings, one more division, a scaling by 2^31), so every platform derives the same tables.
+// squarings, one more division, a scaling by 2^28), so every platform derives the same tables.
 #include "codec/tables.h"
 
 #include <algorithm>
@@ -42,7 +42,7 @@ struct Reader {
   }
 };
 
-// Categorical frequencies out of 2^31 from counts: floor(c * 2^31 / n), at least 1, the
+// Categorical frequencies out of 2^28 from counts: floor(c * 2^28 / n), at least 1, the
 // rounding remainder given to (or taken from) the largest entries, ties by position.
 void quantize_counts(const int64_t* count, int64_t n_sym, uint32_t* freq) {
   uint64_t n = 0;

@@ -17,7 +17,7 @@ constexpr int kMaxGapBits = 31;
 struct GapModel {
   bool used = false;  // n > 0; otherwise nothing is coded for this sequence
   int32_t m = 0;
-  uint32_t cont = 0;  // freq of "continue" out of 2^31
+  uint32_t cont = 0;  // freq of "continue" out of 2^28
   uint32_t bit1[kMaxGapBits] = {};
 };
 
@@ -34,7 +34,7 @@ struct CodecTables {
   std::vector<GapModel> main;   // roots: over all rows; children: over the parent's active rows
   std::vector<GapModel> off;    // children: over the parent's inactive rows
   // Value model of feature f: symbols sym[vptr[f]..vptr[f+1]) (increasing q), their interval
-  // [start, start + freq) out of 2^31.
+  // [start, start + freq) out of 2^28.
   std::vector<int64_t> vptr;
   std::vector<int32_t> sym;
   std::vector<uint32_t> start, freq;
