@@ -10,7 +10,7 @@ import sys
 
 from .errors import MdlsaeError
 
-COMMANDS = ["dl", "demo", "info"]
+COMMANDS = ["dl", "demo", "info", "train", "toy", "extract", "import_"]
 
 
 def build_parser() -> argparse.ArgumentParser:
