@@ -38,7 +38,7 @@ def mnist_data(args):
 
 
 def toy_data(args):
-    from mdlsae.toy import make_toy
+    from mdlsae.data import make_toy
 
     x = make_toy(n_rows=50_000, d=64, n_features=256, mean_active=4, seed=0).x
     cfg = SweepConfig(widths=[64, 128, 256, 512, 1024], ks=[3, 4, 6, 8], tolerance=0.25, metric="fvu",

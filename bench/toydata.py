@@ -1,6 +1,6 @@
 """Toy activations for the codec benches, generated in row blocks so that memory stays bounded.
 
-The dictionary and firing rates come from :func:`mdlsae.toy.make_toy` (same directions, same
+The dictionary and firing rates come from :func:`mdlsae.data.make_toy` (same directions, same
 power-law rates, same uniform [0.5, 1.5] magnitudes); only the rows are drawn block by block
 with numpy. ``tree`` data plants a hierarchy: root features with power-law rates, each with
 children that can fire only while their root fires.
@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from mdlsae.toy import make_toy, power_law_rates
+from mdlsae.data import make_toy, power_law_rates
 
 
 @dataclass

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mdlsae.sae import SAE, SAEConfig
-from mdlsae.toy import make_toy
+from mdlsae.data import make_toy
 
 
 @pytest.fixture(scope="session")

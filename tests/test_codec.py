@@ -17,7 +17,7 @@ from mdlsae.codec import build_model, decode, encode, inspect
 from mdlsae.codes import SparseCodes
 from mdlsae.entropy import FeatureStats, parent_cooccurrence
 from mdlsae.kernels import Histogram, select_quantize
-from mdlsae.toy import make_toy
+from mdlsae.data import make_toy
 
 
 def random_codes(rng, n, d, parents=None, strict=False):

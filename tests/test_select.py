@@ -23,7 +23,7 @@ from mdlsae.kernels import select_quantize
 from mdlsae.precision import Evaluator, SparseLatents, effective_precision, select_sparse
 from mdlsae.sae import SAE, SAEConfig
 from mdlsae.selection import select_sae
-from mdlsae.toy import make_toy
+from mdlsae.data import make_toy
 from mdlsae.train import TrainConfig, train_sae
 from mdlsae.twopart import TwoPartDL, elias_gamma_bits, table_bits
 
@@ -208,6 +208,7 @@ def test_table_bits_are_elias_gamma_sizes():
 
 
 # ------------------------------------------------------------------ selection
+@pytest.mark.slow
 def test_select_picks_smallest_dl_meeting_tolerance_each_at_its_coarsest_step(toy, trained):
     cands = list(trained.items()) + [("random", make_sae("topk", k=3))]
     tol = 0.1  # between the trained SAEs' unquantized losses (0.084 ... 0.114) and the random one's

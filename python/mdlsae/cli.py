@@ -10,7 +10,8 @@ import sys
 
 from .errors import MdlsaeError
 
-COMMANDS = ["dl", "encode", "decode", "inspect", "select", "sweep", "demo", "info"]
+COMMANDS = ["dl", "encode", "decode", "inspect", "select", "sweep", "train", "toy", "extract", "import_",
+            "demo", "info"]
 
 
 def build_parser() -> argparse.ArgumentParser:

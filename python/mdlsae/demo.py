@@ -11,7 +11,7 @@ import torch
 
 from .measure import DLReport, measure_dl
 from .sae import SAE, SAEConfig
-from .toy import make_toy
+from .data import make_toy
 from .train import TrainConfig, train_sae
 
 
@@ -33,11 +33,16 @@ def run_demo(n_train: int = 30_000, n_eval: int = 20_000, step: float = 0.05, se
     out(f"toy data: {n_train:,} train + {n_eval:,} held-out rows, d=64, 256 true features, "
         f"~4 active per row; latents quantized with step {step}")
     k = 5
-    fixed = TrainConfig(d_sae=256, k=k, epochs=6, seed=seed, train_decoder=False)
-    saes = [("true dictionary, k=5", train_sae(train, fixed, progress, init=true_dictionary_sae(toy.features, k)))]
-    for d_sae, k in [(64, 5), (256, 5), (1024, 3)]:
-        cfg = TrainConfig(d_sae=d_sae, k=k, epochs=6, seed=seed)
-        saes.append((f"trained topk D={d_sae} k={k}", train_sae(train, cfg, progress=progress)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the matrices are tiny: one thread is fastest, and immune to a busy machine
+    try:
+        fixed = TrainConfig(d_sae=256, k=k, epochs=6, seed=seed, train_decoder=False)
+        saes = [("true dictionary, k=5", train_sae(train, fixed, progress, init=true_dictionary_sae(toy.features, k)))]
+        for d_sae, k in [(64, 5), (256, 5), (1024, 3)]:
+            cfg = TrainConfig(d_sae=d_sae, k=k, epochs=20, seed=seed)
+            saes.append((f"trained topk D={d_sae} k={k}", train_sae(train, cfg, progress=progress)))
+    finally:
+        torch.set_num_threads(threads)
     results = []
     header = f"{'SAE':<28} {'D':>5} {'L0':>6} {'MSE':>9} {'FVU':>7} {'DL bits/row':>12} {'naive':>8}"
     out(header)

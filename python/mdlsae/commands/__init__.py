@@ -29,3 +29,15 @@ def positive_int(text: str) -> int:
 def add_progress_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="do not show progress bars")
+
+
+def add_threads_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=positive_int,
+                   help="torch CPU threads (default: torch's choice; 1 is fastest on a busy machine)")
+
+
+def set_threads(n: int | None) -> None:
+    if n is not None:
+        import torch
+
+        torch.set_num_threads(n)
