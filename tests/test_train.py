@@ -151,3 +151,14 @@ def test_train_cli(tmp_path, capsys, small):
     assert "no checkpoint" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "missing.npy"), "--d-sae", "32", "-o", str(out)]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("arch", ARCHS)
+def test_cuda_training_matches_cpu(small, arch):
+    cpu = train(small.x, cfg(arch, epochs=3, device="cpu"))
+    gpu = train(small.x, cfg(arch, epochs=3, device="cuda"))
+    assert gpu.sae.W_dec.device.type == "cpu"  # the result always comes back to the CPU
+    assert gpu.stats["fvu"] == pytest.approx(cpu.stats["fvu"], rel=0.15)
+    assert gpu.stats["l0"] == pytest.approx(cpu.stats["l0"], rel=0.15)
