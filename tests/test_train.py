@@ -152,3 +152,28 @@ def test_train_cli(tmp_path, capsys, small):
     assert "no checkpoint" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "missing.npy"), "--d-sae", "32", "-o", str(out)]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("arch", ARCHS)
+def test_cuda_training_matches_cpu(small, arch):
+    cpu = train(small.x, cfg(arch, epochs=3, device="cpu"))
+    gpu = train(small.x, cfg(arch, epochs=3, device="cuda"))
+    assert gpu.sae.W_dec.device.type == "cpu"  # the result always comes back to the CPU
+    assert gpu.stats["fvu"] == pytest.approx(cpu.stats["fvu"], rel=0.15)
+    assert gpu.stats["l0"] == pytest.approx(cpu.stats["l0"], rel=0.15)
+
+
+def test_bad_training_inputs(small, tmp_path, capsys):
+    bad = small.x.copy()
+    bad[1234, 5] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    assert main(["train", str(tmp_path / "nan.npy"), "--d-sae", "32", "-o", str(tmp_path / "s")]) == 1
+    assert "row 1234, column 5 is nan" in capsys.readouterr().err
+    with pytest.raises(MdlsaeError, match="init SAE has d_in=8"):
+        train_sae(small.x, cfg(), init=SAE.random(T.SAEConfig("topk", d_in=8, d_sae=64, k=4)))
+    with pytest.raises(MdlsaeError, match="resume needs a checkpoint"):
+        train(small.x, cfg(), resume=True)
+    with pytest.raises(MdlsaeError, match="no rows"):
+        train(small.x[:0], cfg())

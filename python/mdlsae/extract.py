@@ -160,9 +160,9 @@ def extract(text: str, out: str | os.PathLike, layer: int, model: str | None = N
     expect(str(out).endswith(".npy"), f"activations are written as .npy, got {str(out)!r}")
     expect(seq_len >= 4 and batch_size >= 1, "seq_len must be >= 4 and batch_size >= 1")
     tok, lm = load_model(model, device)
-    max_len = getattr(tok, "model_max_length", None)
-    if isinstance(max_len, int) and max_len < 10**6:
-        seq_len = min(seq_len, max_len)
+    for limit in (getattr(tok, "model_max_length", None), getattr(lm.config, "max_position_embeddings", None)):
+        if isinstance(limit, int) and limit < 10**6:  # tokenizers without a limit report ~1e30
+            seq_len = min(seq_len, limit)
     windows = _windows(text, tok, seq_len)
     real = np.cumsum([int(m.sum()) for _, m in windows])
     if max_tokens is not None:

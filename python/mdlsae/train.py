@@ -59,8 +59,8 @@ class TrainConfig:
     normalize: bool = True  # train on scaled activations, fold the scale back at the end
     aux_k: int | None = None  # AuxK latents per row; default d_in // 2; 0 turns AuxK off
     aux_alpha: float = 1 / 32
-    dead_rows: int | None = None  # rows without firing after which a latent is dead; default
-    # min(n_rows, 10M): an epoch on small data
+    dead_rows: int | None = None  # a latent is dead after this many rows without firing
+    # (default min(n_rows, 10M): one epoch of small data; shorter windows kill rare latents)
     l1_coeff: float = 0.1  # relu: initial L1 coefficient, then adapted until L0 ≈ k
     controller_rate: float = 0.01  # relu: per-step change of log(L1 coefficient) when L0 is far off k
     l0_coeff: float = 0.5  # jumprelu: weight (× d_in) of the penalty (L0 / k - 1)²
