@@ -108,3 +108,16 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     assert (tmp_path / "s" / "sae_weights.safetensors").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
     np.testing.assert_array_equal(SAE.load(tmp_path / "s").W_dec.detach().numpy(), sae.W_dec.detach().numpy())
+
+
+def test_atomic_writes_get_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from mdlsae.fileio import _umask, atomic_file
+
+    with atomic_file(tmp_path / "f.bin") as f:
+        f.write(b"x")
+    make_sae("relu").save(tmp_path / "d")
+    assert stat.S_IMODE(os.stat(tmp_path / "f.bin").st_mode) == 0o666 & ~_umask()
+    assert stat.S_IMODE(os.stat(tmp_path / "d").st_mode) == 0o777 & ~_umask()
