@@ -8,7 +8,7 @@ Part 1 (table per dataset, step and parents): toy data with ground-truth feature
 whose decoder is the true dictionary (encoder trained, decoder fixed), encoded to a real .mdl
 file, decoded and checked identical to ``select_quantize``. Columns: DL estimate, payload,
 model bits, file size, payload/estimate overhead, the ideal cost of the exact symbol sequence
-the coder codes (which splits the overhead into modelling (stream ends) and rANS losses), the
+the coder codes (which splits the overhead into the 28-bit probabilities and rANS losses), the
 naive bound L0*(B + log2 D), the best zstd -19 over several serialisations of the same
 quantized codes, and raw float16.
 
@@ -45,15 +45,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import toydata  # noqa: E402
 
 import mdlsae  # noqa: E402
-from mdlsae import codec  # noqa: E402
+from mdlsae import codec, codec_reference  # noqa: E402
+from mdlsae.codes import SparseCodes  # noqa: E402
 from mdlsae._native import _C  # noqa: E402
 from mdlsae.container import MdlFile  # noqa: E402
 from mdlsae.demo import true_dictionary_sae  # noqa: E402
 from mdlsae.kernels import select_quantize  # noqa: E402
 from mdlsae.train import TrainConfig, train_sae  # noqa: E402
 
-PROB_BITS = 31
-SCALE = float(1 << PROB_BITS)
+SCALE = float(codec_reference.SCALE)  # probabilities are integers out of 2^28
 
 DATASETS = [
     toydata.ToySpec("toy d=64 D=256 L0~4", d=64, n_features=256, mean_active=4.0, k=5),
@@ -64,134 +64,43 @@ DATASETS = [
 
 
 # ----------------------------------------------------------------------------------------------
-# The exact symbol sequence our coder codes (mirrors csrc/codec: tables.cpp, chunk_codec.cpp)
-
-def prob_to_freq(p: np.ndarray) -> np.ndarray:
-    return np.clip(np.floor(p * SCALE), 1.0, SCALE - 1).astype(np.int64)
-
-
-def gap_tables(n: np.ndarray, total: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """make_gap_model for many sequences: freq of "continue" and freq of bit j = 1 (j < 31)."""
-    rho = np.divide((total - n).astype(np.float64), total.astype(np.float64),
-                    out=np.ones(len(n)), where=total > 0)
-    bit1 = np.zeros((len(n), 31), dtype=np.int64)
-    r2 = rho.copy()
-    for j in range(31):
-        live = j < m
-        bit1[live, j] = prob_to_freq(r2[live] / (1.0 + r2[live]))
-        r2 = np.where(live, r2 * r2, r2)
-    return prob_to_freq(r2), bit1
-
+# The exact symbol sequence our coder codes, from the plain Python reference encoder
 
 def symbol_sequence(codes, model, chunk_rows: int) -> dict:
-    """Binary decisions (bit, freq of 1 out of 2^31) and values (feature, symbol index) that
-    encode_chunks codes for ``codes`` under ``model``; order within a stream is not kept (all
-    models are static, so neither the cost nor the information depends on it)."""
-    c = model.counts()
-    parent, active, on = c["parent"].astype(np.int64), c["active"], c["on"]
-    n_rows, d = codes.n_rows, codes.d_sae
-    child = parent >= 0
-    pa = np.maximum(parent, 0)
-    # Per-feature sequence models as in codec.build_model: kind 0 = main, kind 1 = off parent.
-    n_main = np.where(child, on, active)
-    t_main = np.where(child, active[pa], n_rows)
-    n_off = np.where(child, active - on, 0)
-    t_off = np.where(child, n_rows - active[pa], 1)
-    m_main = _C.choose_gap_m(n_main.astype(np.int64), t_main.astype(np.int64)).astype(np.int64)
-    m_off = _C.choose_gap_m(n_off.astype(np.int64), np.maximum(t_off, 1).astype(np.int64)).astype(np.int64)
-    cont_main, bit1_main = gap_tables(n_main, t_main, m_main)
-    cont_off, bit1_off = gap_tables(n_off, t_off, m_off)
-    used = np.stack([n_main > 0, (n_off > 0) & child])  # [2, d]
-    m_k = np.stack([m_main, m_off])
-    cont_k = np.stack([cont_main, cont_off])
-    bit1_k = np.stack([bit1_main, bit1_off])
-
-    rows = codes.rows()
-    feat = codes.index.astype(np.int64)
-    chunk = rows // chunk_rows
-    n_chunks = -(-n_rows // chunk_rows)
-    chunk_len = np.minimum(chunk_rows, n_rows - np.arange(n_chunks) * chunk_rows)
-    local = rows - chunk * chunk_rows
-    # Parent rows: all entries sorted by (feature, row).
-    keys = np.sort(feat * n_rows + rows)
-    kind = np.zeros(len(feat), dtype=np.int64)
-    pos = local.copy()
-    is_child = child[feat]
-    if is_child.any():
-        p = parent[feat[is_child]]
-        r, ch = rows[is_child], chunk[is_child]
-        kc = p * n_rows + r
-        at = np.searchsorted(keys, kc)
-        found = (at < len(keys)) & (keys[np.minimum(at, len(keys) - 1)] == kc)
-        before = at - np.searchsorted(keys, p * n_rows + ch * chunk_rows)  # parent rows of the chunk before r
-        kind[is_child] = np.where(found, 0, 1)
-        pos[is_child] = np.where(found, before, local[is_child] - before)
-    # Length of every (chunk, feature, kind) sequence.
-    seq_len = np.zeros((n_chunks, 2, d), dtype=np.int64)
-    seq_len[:, 0, :] = chunk_len[:, None]
-    if child.any():
-        ch_ids = np.arange(n_chunks)
-        lo = np.searchsorted(keys, pa[None, :] * n_rows + (ch_ids * chunk_rows)[:, None])
-        hi = np.searchsorted(keys, pa[None, :] * n_rows + (ch_ids * chunk_rows + chunk_len)[:, None])
-        par_in_chunk = hi - lo
-        seq_len[:, 0, :] = np.where(child[None, :], par_in_chunk, chunk_len[:, None])
-        seq_len[:, 1, :] = np.where(child[None, :], chunk_len[:, None] - par_in_chunk, 0)
-    # Gaps within each sequence.
-    seq = (chunk * 2 + kind) * d + feat
-    o = np.lexsort((pos, seq))
-    seq_s, pos_s = seq[o], pos[o]
-    first = np.ones(len(seq_s), dtype=bool)
-    first[1:] = seq_s[1:] != seq_s[:-1]
-    prev = np.where(first, -1, np.concatenate([[-1], pos_s[:-1]]))
-    gap = pos_s - prev - 1
-    f_s, k_s = seq_s % d, (seq_s // d) % 2
-    m_e = m_k[k_s, f_s]
-    q_e = gap >> m_e
-    length = q_e + 1 + m_e
-    total = int(length.sum())
-    e = np.repeat(np.arange(len(gap)), length)
-    kk = np.arange(total) - np.repeat(np.cumsum(length) - length, length)
-    qq = q_e[e]
-    j = np.clip(m_e[e] + qq - kk, 0, 30)
-    bits_g = np.where(kk < qq, 1, np.where(kk == qq, 0, (gap[e] >> j) & 1)).astype(np.uint8)
-    f1_g = np.where(kk <= qq, cont_k[k_s[e], f_s[e]], bit1_k[k_s[e], f_s[e], j])
-    # Terminators: "continue" until the rest of the sequence no longer holds a gap.
-    last = np.full(n_chunks * 2 * d, -1, dtype=np.int64)
-    last_in = np.ones(len(seq_s), dtype=bool)
-    last_in[:-1] = seq_s[1:] != seq_s[:-1]
-    last[seq_s[last_in]] = pos_s[last_in]
-    rem = seq_len.reshape(-1) - (last + 1)
-    kf = np.tile(np.repeat(np.arange(2), d), n_chunks)
-    ff = np.tile(np.arange(d), 2 * n_chunks)
-    mm = m_k[kf, ff]
-    n_term = np.where(used[kf, ff] & (rem > 0), -(-rem // (1 << mm)), 0)
-    bits_t = np.ones(int(n_term.sum()), dtype=np.uint8)
-    f1_t = np.repeat(cont_k[kf, ff], n_term)
-    bits = np.concatenate([bits_g, bits_t])
-    f1 = np.concatenate([f1_g, f1_t])
-    # Values: symbol index of q in its feature's value table.
-    hp, hq, hc = c["hist_ptr"], c["hist_q"], c["hist_count"]
-    sym = np.empty(len(feat), dtype=np.int64)
-    for f in np.unique(feat):
-        sel = feat == f
-        sym[sel] = np.searchsorted(hq[hp[f]:hp[f + 1]], codes.q[sel])
-    return {"bits": bits, "f1": f1, "val_feature": feat, "val_sym": sym, "hist_ptr": hp, "hist_count": hc,
-            "n_terminator_bits": int(len(bits_t))}
+    """Binary decisions (bit, freq of 1 out of 2^28) and values (feature, symbol index) that
+    encode_chunks codes for ``codes`` under ``model``, all chunks and streams concatenated
+    (mdlsae.codec_reference, whose bytes the tests check against the native coder)."""
+    counts = model.counts()
+    bits, f1, vf, vs = [], [], [], []
+    for r0 in range(0, codes.n_rows, chunk_rows):
+        r1 = min(codes.n_rows, r0 + chunk_rows)
+        lo, hi = codes.row_ptr[r0], codes.row_ptr[r1]
+        part = SparseCodes(codes.row_ptr[r0:r1 + 1] - lo, codes.index[lo:hi], codes.q[lo:hi], codes.d_sae)
+        for stream in codec_reference.stream_symbols(part, counts, codes.n_rows):
+            for sym in stream:
+                if sym[0] == "bit":
+                    bits.append(sym[1])
+                    f1.append(sym[2])
+                else:
+                    vf.append(sym[1])
+                    vs.append(sym[2])
+    return {"bits": np.array(bits, dtype=np.uint8), "f1": np.array(f1, dtype=np.int64),
+            "val_feature": np.array(vf, dtype=np.int64), "val_sym": np.array(vs, dtype=np.int64),
+            "hist_ptr": counts["hist_ptr"], "hist_count": counts["hist_count"]}
 
 
 def ideal_bits(s: dict) -> dict:
-    """Cost of the sequence under its exact models: -log2 P summed (values at the histogram's
-    empirical probabilities)."""
+    """Cost of the sequence under its exact models: -log2 P summed (decisions at their 28-bit
+    probabilities, values at the histogram's empirical probabilities)."""
     f1 = s["f1"].astype(np.float64)
     pb = np.where(s["bits"] == 1, f1, SCALE - f1) / SCALE
     gap_bits = float(-np.log2(pb).sum())
-    term = float(-np.log2(s["f1"][len(s["bits"]) - s["n_terminator_bits"]:] / SCALE).sum())
     hp, hc = s["hist_ptr"], s["hist_count"].astype(np.float64)
     feat_of = np.repeat(np.arange(len(hp) - 1), np.diff(hp))
     tot = np.bincount(feat_of, weights=hc, minlength=len(hp) - 1)
     logp = np.log2(np.maximum(hc, 1)) - np.log2(np.maximum(tot[feat_of], 1))
     val_bits = float(-logp[hp[s["val_feature"]] + s["val_sym"]].sum())
-    return {"gap_bits": gap_bits, "terminator_bits": term, "value_bits": val_bits, "total": gap_bits + val_bits}
+    return {"gap_bits": gap_bits, "value_bits": val_bits, "total": gap_bits + val_bits}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -270,42 +179,46 @@ def cooccurrence_parents(codes, min_cond: float = 0.3) -> np.ndarray:
     return np.where(cond[np.arange(d), j] >= min_cond, j, -1).astype(np.int64)
 
 
-def median_time(fn, repeats: int) -> tuple[float, object, float]:
-    """Median wall time, the result, and the median CPU time of the calling thread (robust
-    against other processes on a shared machine when the work runs in this thread)."""
-    res = fn()
-    ts, cs = [], []
-    for _ in range(repeats):
-        c, t = time.thread_time(), time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-        cs.append(time.thread_time() - c)
-    return statistics.median(ts), res, statistics.median(cs)
+def timed(fn) -> tuple[float, float, object]:
+    """(wall s, CPU s of the calling thread, result) of one call. The CPU time is robust against
+    other processes on a shared machine when the work runs in this thread."""
+    c, t = time.thread_time(), time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, time.thread_time() - c, out
 
 
 def throughput(codes, model, seq: dict, chunk_rows: int, repeats: int) -> dict:
+    """Our coder and constriction's on the same symbols, timed in interleaved rounds (each round
+    runs every coder once), so that a burst of load elsewhere hits all of them alike; speed-ups
+    are medians of the per-round ratios."""
     import constriction
 
     n_sym = len(seq["bits"]) + len(seq["val_feature"])
     res = {"symbols": n_sym, "binary_decisions": len(seq["bits"]), "values": len(seq["val_feature"]),
            "nnz": codes.nnz}
-    # Ours, single thread and all threads.
+    rows = [min(chunk_rows, codes.n_rows - i * chunk_rows) for i in range(-(-codes.n_rows // chunk_rows))]
     threads0 = _C.num_threads()
-    for threads in sorted({1, threads0}):
-        _C.set_num_threads(threads)
-        t_enc, payloads, c_enc = median_time(lambda: _C.encode_chunks(model, codes.row_ptr, codes.index, codes.q,
-                                                                      chunk_rows, 0), repeats)
-        rows = [min(chunk_rows, codes.n_rows - i * chunk_rows) for i in range(len(payloads))]
-        t_dec, out, c_dec = median_time(lambda: _C.decode_chunks(model, payloads, rows, 0), repeats)
-        ok = (np.array_equal(out[0], codes.row_ptr) and np.array_equal(out[1], codes.index)
-              and np.array_equal(out[2], codes.q))
-        res[f"ours_{threads}t"] = {"encode_s": t_enc, "decode_s": t_dec, "bits": 8 * sum(map(len, payloads)),
-                                   "encode_cpu_s": c_enc if threads == 1 else None,
-                                   "decode_cpu_s": c_dec if threads == 1 else None,
-                                   "roundtrip_ok": ok, "threads": threads}
-    _C.set_num_threads(threads0)
-    # constriction: same decisions (Bernoulli family, per-symbol P(1)) and values (one concrete
-    # Categorical per feature), whole arrays per call.
+
+    def ours(threads):
+        def enc():
+            _C.set_num_threads(threads)
+            return _C.encode_chunks(model, codes.row_ptr, codes.index, codes.q, chunk_rows, 0)
+
+        def dec(payloads):
+            _C.set_num_threads(threads)
+            return _C.decode_chunks(model, payloads, rows, 0)
+
+        def check(payloads, out):
+            return (np.array_equal(out[0], codes.row_ptr) and np.array_equal(out[1], codes.index)
+                    and np.array_equal(out[2], codes.q))
+
+        return enc, dec, check, lambda payloads: 8 * sum(map(len, payloads))
+
+    # constriction: same decisions and values, whole numpy arrays per call. "family": one call with
+    # a Bernoulli model family and per-symbol P(1) for all decisions, one concrete Categorical per
+    # feature for the values. "grouped": decisions grouped by probability, each group i.i.d. under
+    # one concrete Bernoulli (option 2 of encode_reverse, the fastest path; the decoder is given
+    # the group sizes). Arrays and models are built beforehand, outside the timings.
     bern = constriction.stream.model.Bernoulli(perfect=False)
     bits = seq["bits"].astype(np.int32)
     p1 = seq["f1"].astype(np.float64) / SCALE
@@ -316,75 +229,80 @@ def throughput(codes, model, seq: dict, chunk_rows: int, repeats: int) -> dict:
     ends = np.append(starts[1:], len(vf))
     groups = [(constriction.stream.model.Categorical(hc[hp[f]:hp[f + 1]].astype(np.float64), perfect=False),
                vs[a:b]) for f, a, b in zip(feats, starts, ends)]
-
-    def c_encode():
-        coder = constriction.stream.stack.AnsCoder()
-        for mdl, s in reversed(groups):
-            coder.encode_reverse(s, mdl)
-        coder.encode_reverse(bits, bern, p1)
-        return coder.get_compressed()
-
-    def c_decode():
-        coder = constriction.stream.stack.AnsCoder(comp)
-        b = coder.decode(bern, p1)
-        vals = [coder.decode(mdl, len(s)) for mdl, s in groups]
-        return b, vals
-
-    # Variant 2: decisions grouped by their probability, each group i.i.d. under one concrete
-    # Bernoulli model (Option 2 of encode_reverse, the fastest path); the decoder is given the
-    # group sizes. Same symbols, same information, different order.
     uniq, inv = np.unique(seq["f1"], return_inverse=True)
     o = np.argsort(inv, kind="stable")
     cuts = np.searchsorted(inv[o], np.arange(len(uniq) + 1))
     bgroups = [(constriction.stream.model.Bernoulli(float(u) / SCALE, perfect=False), bits[o[a:b]])
                for u, a, b in zip(uniq, cuts[:-1], cuts[1:])]
 
-    def c_encode_grouped():
-        coder = constriction.stream.stack.AnsCoder()
-        for mdl, s in reversed(groups):
-            coder.encode_reverse(s, mdl)
-        for mdl, s in reversed(bgroups):
-            coder.encode_reverse(s, mdl)
-        return coder.get_compressed()
+    def constriction_coder(grouped: bool):
+        def enc():
+            coder = constriction.stream.stack.AnsCoder()
+            for mdl, s in reversed(groups):
+                coder.encode_reverse(s, mdl)
+            if grouped:
+                for mdl, s in reversed(bgroups):
+                    coder.encode_reverse(s, mdl)
+            else:
+                coder.encode_reverse(bits, bern, p1)
+            return coder.get_compressed()
 
-    def c_decode_grouped():
-        coder = constriction.stream.stack.AnsCoder(comp)
-        b = [coder.decode(mdl, len(s)) for mdl, s in bgroups]
-        vals = [coder.decode(mdl, len(s)) for mdl, s in groups]
-        return b, vals
+        def dec(comp):
+            coder = constriction.stream.stack.AnsCoder(comp)
+            b = [coder.decode(mdl, len(s)) for mdl, s in bgroups] if grouped else coder.decode(bern, p1)
+            return b, [coder.decode(mdl, len(s)) for mdl, s in groups]
 
-    for name, enc, dec in [("constriction_family", c_encode, c_decode),
-                           ("constriction_grouped", c_encode_grouped, c_decode_grouped)]:
-        t_enc, comp, c_enc = median_time(enc, repeats)
-        t_dec, (b, vals), c_dec = median_time(dec, repeats)
-        if isinstance(b, list):
-            ok = all(np.array_equal(x, s) for x, (_, s) in zip(b, bgroups))
-        else:
-            ok = np.array_equal(b, bits)
-        ok = ok and all(np.array_equal(v, s) for v, (_, s) in zip(vals, groups))
-        res[name] = {"encode_s": t_enc, "decode_s": t_dec, "bits": 32 * len(comp), "roundtrip_ok": bool(ok),
-                     "encode_cpu_s": c_enc, "decode_cpu_s": c_dec,
-                     "threads": 1, "calls": (1 if name.endswith("family") else len(bgroups)) + len(groups)}
+        def check(comp, out):
+            b, vals = out
+            ok = all(np.array_equal(x, s) for x, (_, s) in zip(b, bgroups)) if grouped else np.array_equal(b, bits)
+            return ok and all(np.array_equal(v, s) for v, (_, s) in zip(vals, groups))
+
+        return enc, dec, check, lambda comp: 32 * len(comp)
+
+    coders = {"ours_1t": ours(1), "constriction_family": constriction_coder(False),
+              "constriction_grouped": constriction_coder(True)}
+    if threads0 > 1:
+        coders[f"ours_{threads0}t"] = ours(threads0)
+    times = {k: {"encode_s": [], "decode_s": [], "encode_cpu_s": [], "decode_cpu_s": []} for k in coders}
+    for k, (enc, dec, check, nbits) in coders.items():  # warm-up, correctness and size
+        data = enc()
+        res[k] = {"bits": nbits(data), "roundtrip_ok": bool(check(data, dec(data))),
+                  "threads": int(k[5:-1]) if k.startswith("ours") else 1}
+        res[k]["calls"] = None if k.startswith("ours") else (
+            (len(bgroups) if k.endswith("grouped") else 1) + len(groups))
+    for _ in range(repeats):
+        for k, (enc, dec, _, _) in coders.items():
+            t_enc, c_enc, data = timed(enc)
+            t_dec, c_dec, _ = timed(lambda: dec(data))
+            for name, v in (("encode_s", t_enc), ("decode_s", t_dec), ("encode_cpu_s", c_enc), ("decode_cpu_s", c_dec)):
+                times[k][name].append(v)
+    _C.set_num_threads(threads0)
+    for k, tk in times.items():
+        r = res[k]
+        for name, v in tk.items():
+            if name.endswith("cpu_s") and not (k == "ours_1t" or k.startswith("constriction")):
+                continue  # CPU time of the calling thread misses the workers
+            r[name] = statistics.median(v)
+        r["encode_Msym_s"] = n_sym / r["encode_s"] / 1e6
+        r["decode_Msym_s"] = n_sym / r["decode_s"] / 1e6
+        if "encode_cpu_s" in r:
+            r["encode_cpu_Msym_s"] = n_sym / r["encode_cpu_s"] / 1e6
+            r["decode_cpu_Msym_s"] = n_sym / r["decode_cpu_s"] / 1e6
     best = min(("constriction_family", "constriction_grouped"),
                key=lambda k: res[k]["encode_s"] + res[k]["decode_s"])
     res["constriction"] = dict(res[best], variant=best)
-    for k in [k for k in res if k.startswith(("ours", "constriction"))]:
-        r = res[k]
-        r["encode_Msym_s"] = n_sym / r["encode_s"] / 1e6
-        r["decode_Msym_s"] = n_sym / r["decode_s"] / 1e6
-        r["encode_MB_s_out"] = r["bits"] / 8 / r["encode_s"] / 1e6
-        r["decode_MB_s_in"] = r["bits"] / 8 / r["decode_s"] / 1e6
-        if r.get("encode_cpu_s"):
-            r["encode_cpu_Msym_s"] = n_sym / r["encode_cpu_s"] / 1e6
-            r["decode_cpu_Msym_s"] = n_sym / r["decode_cpu_s"] / 1e6
-    c = res["constriction"]
+    c = times[best]
     for k in [k for k in res if k.startswith("ours")]:
-        res[k]["encode_speedup_vs_constriction"] = c["encode_s"] / res[k]["encode_s"]
-        res[k]["decode_speedup_vs_constriction"] = c["decode_s"] / res[k]["decode_s"]
-        if res[k]["encode_cpu_s"]:
-            res[k]["encode_cpu_speedup_vs_constriction"] = c["encode_cpu_s"] / res[k]["encode_cpu_s"]
-            res[k]["decode_cpu_speedup_vs_constriction"] = c["decode_cpu_s"] / res[k]["decode_cpu_s"]
-        res[k]["bits_vs_constriction"] = res[k]["bits"] / c["bits"] - 1
+        for what in ("encode", "decode"):
+            res[k][f"{what}_speedup_vs_constriction"] = statistics.median(
+                a / b for a, b in zip(c[f"{what}_s"], times[k][f"{what}_s"]))
+            if "encode_cpu_s" in res[k]:
+                res[k][f"{what}_cpu_speedup_vs_constriction"] = statistics.median(
+                    a / b for a, b in zip(c[f"{what}_cpu_s"], times[k][f"{what}_cpu_s"]))
+        res[k]["bits_vs_constriction"] = res[k]["bits"] / res["constriction"]["bits"] - 1
+    # Bits at equal stream counts: constriction writes one stream, so code all rows as one chunk too.
+    one = _C.encode_chunks(model, codes.row_ptr, codes.index, codes.q, max(codes.n_rows, 1), 0)
+    res["one_stream_bits_ours"] = 8 * sum(map(len, one))
     return res
 
 
@@ -407,7 +325,7 @@ def main() -> None:
     table, speed, failures = [], [], []
     hdr = (f"{'dataset':<40} {'step':>5} {'parents':<12} {'L0':>5} {'estimate':>11} {'ideal seq':>11} {'payload':>11} "
            f"{'over %':>7} {'model':>9} {'file bits':>11} {'naive':>11} {'zstd-19':>11} {'f16 raw':>12} {'ok':>3}")
-    print("bits in total over all rows; 'ideal seq' = -log2 P of the exact symbols coded (estimate + stream ends)")
+    print("bits in total over all rows; 'ideal seq' = -log2 P of the exact symbols coded (estimate + 28-bit rounding)")
     print(hdr)
     print("-" * len(hdr))
     for di in (int(i) for i in args.datasets.split(",")):
@@ -442,7 +360,7 @@ def main() -> None:
                        "parents": pname, "n_parented": int((parents >= 0).sum()) if parents is not None else 0,
                        "n_rows": n, "l0": info.l0, "n_streams": streams,
                        "estimate_bits": info.estimate_bits, "ideal_sequence_bits": ideal["total"],
-                       "terminator_bits": ideal["terminator_bits"], "payload_bits": info.payload_bits,
+                       "payload_bits": info.payload_bits,
                        "model_bits": info.model_bits, "file_bits": 8 * info.file_bytes,
                        "overhead_pct": 100 * info.overhead,
                        "rans_loss_bits": info.payload_bits - ideal["total"],
@@ -464,9 +382,9 @@ def main() -> None:
         del x, pre
         print(f"  ({spec.name}: {time.perf_counter() - t_ds:.0f} s)", flush=True)
     print()
-    print("per row (bits/row); 'ends' = stream-end terminators, 'coder' = payload - ideal seq "
-          "(rANS loss + 128 bits of framing per chunk), 'bound' = payload - estimate <= 0.1 % + 64 bits/stream")
-    print(f"{'dataset':<40} {'step':>5} {'parents':<9} {'estimate':>9} {'ends':>6} {'coder':>6} {'payload':>9} "
+    print("per row (bits/row); 'round' = ideal seq - estimate (28-bit probabilities), 'coder' = payload - ideal seq "
+          "(rANS loss + the flushed lane states), 'bound' = payload - estimate <= 0.1 % + 64 bits/stream")
+    print(f"{'dataset':<40} {'step':>5} {'parents':<9} {'estimate':>9} {'round':>6} {'coder':>6} {'payload':>9} "
           f"{'bound':>5} {'file':>9} {'naive':>9} {'zstd-19':>9} {'f16':>6}  zstd best layout")
     for r in table:
         n = r["n_rows"]
@@ -480,22 +398,28 @@ def main() -> None:
         print(f"NOTE: {len(over)} of {len(table)} files exceed DESIGN §3's payload bound "
               f"(worst {max(r['overhead_pct'] for r in over):+.3f} %); see bench/rans_precision_sim.py")
     print()
-    print("throughput, same symbols (median of %d runs; Msym/s = million coded symbols per second)" % args.repeats)
-    print("wall = elapsed time; cpu = CPU time of the coding thread (single-threaded coders only; robust")
-    print("against other processes on a shared machine); x = speed relative to the faster constriction variant")
+    print("throughput, same symbols (median of %d interleaved rounds; Msym/s = million coded symbols per second)"
+          % args.repeats)
+    print("wall = elapsed time; cpu = CPU time of the coding thread (single-threaded runs only; robust against")
+    print("other processes on a shared machine); x = speed relative to the faster constriction variant (for our")
+    print("coder: the median of per-round ratios); bits: 1 stream = ours with all rows in one chunk")
     h2 = (f"{'dataset':<40} {'par':<8} {'coder':<21} {'symbols':>10} {'enc wall':>8} {'dec wall':>8} {'enc cpu':>8} "
-          f"{'dec cpu':>8} {'enc x':>6} {'dec x':>6} {'enc x cpu':>9} {'dec x cpu':>9} {'bits':>11}")
+          f"{'dec cpu':>8} {'enc x':>6} {'dec x':>6} {'enc x cpu':>9} {'dec x cpu':>9} {'bits':>11} {'1 stream':>11}")
     print(h2 + "\n" + " " * 71 + "(Msym/s)")
     for r in speed:
         best = r["constriction"]
-        for k in [k for k in r if k.startswith("ours")] + ["constriction_family", "constriction_grouped"]:
+        for k in [k for k in r if k.startswith("ours_")] + ["constriction_family", "constriction_grouped"]:
             c = r[k]
             cpu = c.get("encode_cpu_Msym_s")
+            ex = c.get("encode_speedup_vs_constriction", best["encode_s"] / c["encode_s"])
+            dx = c.get("decode_speedup_vs_constriction", best["decode_s"] / c["decode_s"])
+            ecx = c.get("encode_cpu_speedup_vs_constriction", cpu and best["encode_cpu_s"] / c["encode_cpu_s"])
+            dcx = c.get("decode_cpu_speedup_vs_constriction", cpu and best["decode_cpu_s"] / c["decode_cpu_s"])
+            one = f"{r['one_stream_bits_ours']:>11,}" if k.startswith("ours_") else ""
             print(f"{r['dataset']:<40} {r['parents']:<8} {k:<21} {r['symbols']:>10,} {c['encode_Msym_s']:>8.1f} "
                   f"{c['decode_Msym_s']:>8.1f} " + (f"{cpu:>8.1f} {c['decode_cpu_Msym_s']:>8.1f} " if cpu else f"{'':>17} ")
-                  + f"{best['encode_s'] / c['encode_s']:>6.2f} {best['decode_s'] / c['decode_s']:>6.2f} "
-                  + (f"{best['encode_cpu_s'] / c['encode_cpu_s']:>9.2f} {best['decode_cpu_s'] / c['decode_cpu_s']:>9.2f} "
-                     if cpu else f"{'':>19} ") + f"{c['bits']:>11,}")
+                  + f"{ex:>6.2f} {dx:>6.2f} " + (f"{ecx:>9.2f} {dcx:>9.2f} " if cpu else f"{'':>19} ")
+                  + f"{c['bits']:>11,} {one}")
             if not c["roundtrip_ok"]:
                 failures.append(f"{r['dataset']} {k}: throughput round trip failed")
     result = {"bench": "verify_dl", "date": datetime.date.today().isoformat(),

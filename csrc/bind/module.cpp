@@ -5,6 +5,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <memory>
+#include <mutex>
 #include <optional>
 
 #include "codec/chunk_codec.h"
@@ -19,10 +21,10 @@ using namespace mdlsae;
 
 namespace {
 
-template <typename T>
-py::array_t<T> to_numpy(std::vector<T>&& v) {
-  auto* heap = new std::vector<T>(std::move(v));
-  py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+template <typename T, typename A>
+py::array_t<T> to_numpy(std::vector<T, A>&& v) {
+  auto* heap = new std::vector<T, A>(std::move(v));
+  py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T, A>*>(p); });
   return py::array_t<T>({py::ssize_t(heap->size())}, {py::ssize_t(sizeof(T))}, heap->data(), owner);
 }
 
@@ -35,10 +37,26 @@ std::vector<T> to_vector(const A& a) {
   return std::vector<T>(a.data(), a.data() + a.size());
 }
 
-// The counts of a .mdl header and the coding tables derived from them.
+// The counts of a .mdl header, the coding tables derived from them, and the encoder's and the
+// decoder's forms of those tables, each built once on first use (a file is coded in many calls).
 struct Model {
+  struct Lazy {
+    std::once_flag enc_once, dec_once;
+    codec::EncoderTables enc;
+    codec::DecoderTables dec;
+  };
   codec::Counts counts;
   codec::CodecTables tables;
+  std::shared_ptr<Lazy> lazy = std::make_shared<Lazy>();
+
+  const codec::EncoderTables& encoder() const {
+    std::call_once(lazy->enc_once, [&] { lazy->enc = codec::build_encoder_tables(tables); });
+    return lazy->enc;
+  }
+  const codec::DecoderTables& decoder() const {
+    std::call_once(lazy->dec_once, [&] { lazy->dec = codec::build_decoder_tables(tables); });
+    return lazy->dec;
+  }
 };
 
 codec::CodesView codes_view(const I64Array& row_ptr, const I32Array& index, const I32Array& q) {
@@ -151,6 +169,8 @@ PYBIND11_MODULE(_C, m) {
         d["parent"] = to_numpy(std::vector<int32_t>(c.parent));
         d["active"] = to_numpy(std::vector<int64_t>(c.active));
         d["on"] = to_numpy(std::vector<int64_t>(c.on));
+        d["m_main"] = to_numpy(std::vector<int32_t>(c.m_main));
+        d["m_off"] = to_numpy(std::vector<int32_t>(c.m_off));
         d["hist_ptr"] = to_numpy(std::vector<int64_t>(c.hist_ptr));
         d["hist_q"] = to_numpy(std::vector<int32_t>(c.hist_q));
         d["hist_count"] = to_numpy(std::vector<int64_t>(c.hist_count));
@@ -175,7 +195,7 @@ PYBIND11_MODULE(_C, m) {
         std::vector<std::vector<uint8_t>> chunks;
         {
           py::gil_scoped_release nogil;
-          chunks = codec::encode_chunks(md.tables, v, chunk_rows, fps);
+          chunks = codec::encode_chunks(md.tables, md.encoder(), v, chunk_rows, fps);
         }
         py::list out;
         for (const auto& c : chunks) out.append(py::bytes(reinterpret_cast<const char*>(c.data()), c.size()));
@@ -196,7 +216,7 @@ PYBIND11_MODULE(_C, m) {
         codec::CodesOut c;
         {
           py::gil_scoped_release nogil;
-          c = codec::decode_chunks(md.tables, refs, fps);
+          c = codec::decode_chunks(md.tables, md.decoder(), refs, fps);
         }
         return py::make_tuple(to_numpy(std::move(c.row_ptr)), to_numpy(std::move(c.index)), to_numpy(std::move(c.q)));
       },

@@ -1,10 +1,11 @@
-// The chunk coder (see chunk_codec.h). Chunk payload: u32 stream count, u32 word count of each
-// stream, then the streams' 32-bit words (little-endian). A stream's first two words hold the
-// encoder's final state; the decoder must end exactly on the initial state, which catches
-// damage that slipped past the checksum.
+// The chunk coder (see chunk_codec.h). Chunk payload: for every stream but the last, its length
+// in 32-bit words (u32); then the streams' words (little-endian), the last one running to the
+// end of the chunk. A stream opens with the encoder's final lane states; the decoder must end
+// exactly on the initial states, which catches damage that slipped past the checksum.
 #include "codec/chunk_codec.h"
 
 #include <algorithm>
+#include <climits>
 #include <cstring>
 
 #include "codec/rans.h"
@@ -14,61 +15,138 @@
 namespace mdlsae::codec {
 namespace {
 
-struct Op {
-  uint32_t start, freq;
-};
+using Encoder = RansEncoder<std::vector<uint32_t>>;
 
-inline void put_bit(std::vector<Op>& ops, bool one, uint32_t f1) {
-  const uint32_t s0 = uint32_t(kProbScale - f1);
-  ops.push_back(one ? Op{s0, f1} : Op{0, s0});
-}
-
-// Positions (strictly increasing, < n_seq) of the active entries of a sequence of n_seq rows.
-void put_gaps(std::vector<Op>& ops, const std::vector<int64_t>& pos, int64_t n_seq, const GapModel& g,
-              int32_t feature) {
+// Puts, in reverse coding order, the active positions pos[0, n) (strictly increasing, < n_seq)
+// of a sequence of n_seq rows and its end, as GapModel describes. sym: the model's EncSymbols
+// (see EncoderTables).
+void put_gaps_reverse(Encoder& enc_io, const int32_t* pos, int64_t n, int64_t n_seq, const GapModel& g,
+                      const EncSymbol* sym, int32_t feature) {
   if (!g.used) {
-    MDLSAE_CHECK_ARG(pos.empty(), "feature ", feature, " is active in this chunk but its model says never");
+    MDLSAE_CHECK_ARG(n == 0, "feature ", feature, " is active in this chunk but its model says never");
     return;
   }
+  Encoder enc = enc_io;  // a local copy keeps the lane states in registers
   const int32_t m = g.m;
-  int64_t cur = 0;
-  for (int64_t p : pos) {
-    const int64_t gap = p - cur, q = gap >> m;
-    for (int64_t t = 0; t < q; ++t) put_bit(ops, true, g.cont);
-    put_bit(ops, false, g.cont);
-    for (int32_t j = m - 1; j >= 0; --j) put_bit(ops, (gap >> j) & 1, g.bit1[j]);
-    cur = p + 1;
+  const EncSymbol *bit = sym + 2, *empty = sym + 2 + 2 * m;  // (0, 1) pairs, index j or k
+  // The gap `gap` when rem rows are left; gap == rem codes the end of the sequence.
+  const auto put_gap = [&](int64_t gap, int64_t rem) {
+    const int64_t tf = rem >> m;  // whole blocks
+    if ((gap >> m) < tf) {
+      uint64_t r = uint64_t(gap);
+      for (int32_t j = 0; j < m; ++j, r >>= 1) enc.put(bit[2 * j + (r & 1)]);
+      enc.put(sym[0]);
+      for (int64_t t = gap >> m; t > 0; --t) enc.put(sym[1]);
+      return;
+    }
+    // In the partial block: decisions on the digits of remp down to the first one where the
+    // offset has a 0 (the highest bit where they differ; none at the end), then the low bits.
+    const uint64_t off = uint64_t(gap - (tf << m)), remp = uint64_t(rem - (tf << m));
+    int32_t k0 = 0;
+    if (off < remp) {
+      const int32_t ks = 63 - __builtin_clzll(remp ^ off);
+      uint64_t r = off;
+      for (int32_t j = 0; j < ks; ++j, r >>= 1) enc.put(bit[2 * j + (r & 1)]);
+      enc.put(empty[2 * ks]);
+      k0 = ks + 1;
+    }
+    for (int32_t k = k0; k < m; ++k)
+      if ((remp >> k) & 1) enc.put(empty[2 * k + 1]);
+    for (int64_t t = tf; t > 0; --t) enc.put(sym[1]);
+  };
+  const int64_t last = n ? int64_t(pos[n - 1]) + 1 : 0;
+  put_gap(n_seq - last, n_seq - last);
+  for (int64_t k = n - 1; k >= 0; --k) {
+    const int64_t cur = k ? int64_t(pos[k - 1]) + 1 : 0;
+    put_gap(pos[k] - cur, n_seq - cur);
   }
-  // End of sequence: "continue" until the gap could no longer fit (the decoder stops there).
-  const int64_t rem = n_seq - cur;
-  for (int64_t t = 0; (t << m) < rem; ++t) put_bit(ops, true, g.cont);
+  enc_io = enc;
 }
 
-bool get_gaps(RansDecoder& dec, std::vector<int64_t>& pos, int64_t n_seq, const GapModel& g) {
-  pos.clear();
-  if (!g.used) return true;
+// Puts, in reverse coding order, the values q[0, n) of feature f.
+void put_values_reverse(Encoder& enc_io, const CodecTables& t, const EncoderTables& et, int32_t f, const int32_t* q,
+                        int64_t n) {
+  Encoder enc = enc_io;
+  const EncSymbol* sym = et.val_sym.data() + t.vptr[f];
+  for (int64_t e = n - 1; e >= 0; --e) {
+    const int64_t i = et.value_index(t, f, q[e]);
+    MDLSAE_CHECK_ARG(i >= 0, "value ", q[e], " of feature ", f, " is not in its value table");
+    enc.put(sym[i]);
+  }
+  enc_io = enc;
+}
+
+// Appends to pos the active positions of a sequence of n_seq rows (see GapModel).
+void get_gaps(RansDecoder& dec_io, std::vector<int32_t>& pos, int64_t n_seq, const GapModel& g) {
+  if (!g.used) return;
+  RansDecoder dec = dec_io;  // a local copy stays in registers
   const int32_t m = g.m;
+  const RansDecoder::BitSplit cont = RansDecoder::BitSplit::of(g.cont);
+  RansDecoder::BitSplit bit[kMaxGapBits], empty[kMaxGapBits];
+  for (int32_t j = 0; j < m; ++j) {
+    bit[j] = RansDecoder::BitSplit::of(g.bit1[j]);
+    empty[j] = RansDecoder::BitSplit::of(g.empty[j]);
+  }
   int64_t cur = 0;
-  while (cur < n_seq && !dec.failed) {
-    const int64_t rem = n_seq - cur;
+  while (cur < n_seq) {
+    const int64_t rem = n_seq - cur, tf = rem >> m;
     int64_t t = 0;
-    while ((t << m) < rem && dec.get_bit(g.cont)) ++t;
-    if ((t << m) >= rem) break;
-    int64_t r = 0;
-    for (int32_t j = m - 1; j >= 0; --j) r = (r << 1) | int64_t(dec.get_bit(g.bit1[j]));
-    const int64_t gap = (t << m) + r;
-    if (gap >= rem) return false;
-    pos.push_back(cur + gap);
+    while (t < tf && dec.get_bit(cont)) ++t;
+    int64_t gap = t << m;
+    int32_t low = m;  // bits of the offset within the block that follow
+    if (t == tf) {    // the partial block: one decision per binary digit of what is left
+      const int64_t remp = rem - gap;
+      low = -1;
+      for (int32_t k = m - 1; k >= 0; --k) {
+        if (!((remp >> k) & 1)) continue;
+        if (!dec.get_bit(empty[k])) {
+          low = k;
+          break;
+        }
+        gap += int64_t(1) << k;
+      }
+      if (low < 0) break;  // the end of the sequence
+    }
+    uint64_t r = 0;
+    for (int32_t j = low - 1; j >= 0; --j) r = (r << 1) | dec.get_bit(bit[j]);
+    gap += int64_t(r);
+    pos.push_back(int32_t(cur + gap));
     cur += gap + 1;
   }
-  return !dec.failed;
+  dec_io = dec;
 }
 
-// Column (feature-major) view of a chunk's codes.
+// Decodes the n values of feature f into q.
+void get_values(RansDecoder& dec_io, const CodecTables& t, const DecoderTables& dt, int32_t f, int32_t* q, int64_t n) {
+  RansDecoder dec = dec_io;
+  const int64_t vb = t.vptr[f];
+  const uint32_t *start = t.start.data() + vb, *freq = t.freq.data() + vb;
+  const int32_t* sym = t.sym.data() + vb;
+  const DecoderTables::Lookup lut = dt.lookup(f);
+  for (int64_t e = 0; e < n; ++e) {
+    const int64_t i = lut.index(start, dec.slot());
+    dec.advance(start[i], freq[i]);
+    q[e] = sym[i];
+  }
+  dec_io = dec;
+}
+
+// Transposing scatters write each entry as one 8-byte (low, high) pair, then split the pairs
+// sequentially: half the random stores of writing two arrays.
+inline uint64_t pack_pair(uint32_t lo, uint32_t hi) { return uint64_t(lo) | uint64_t(hi) << 32; }
+
+void unpack_pairs(const Buffer<uint64_t>& pair, int32_t* lo, int32_t* hi) {
+  for (size_t a = 0; a < pair.size(); ++a) {
+    lo[a] = int32_t(uint32_t(pair[a]));
+    hi[a] = int32_t(uint32_t(pair[a] >> 32));
+  }
+}
+
+// Column (feature-major) view of a chunk's codes: chunk-local rows and values per feature.
 struct Columns {
   std::vector<int64_t> ptr;
-  std::vector<int64_t> row;
-  std::vector<int32_t> q;
+  Buffer<int32_t> row;
+  Buffer<int32_t> q;
 };
 
 Columns to_columns(const CodesView& c, int64_t d) {
@@ -81,108 +159,110 @@ Columns to_columns(const CodesView& c, int64_t d) {
     ++col.ptr[f + 1];
   }
   for (int64_t f = 0; f < d; ++f) col.ptr[f + 1] += col.ptr[f];
-  col.row.resize(size_t(nnz));
-  col.q.resize(size_t(nnz));
+  Buffer<uint64_t> pair(static_cast<size_t>(nnz));
   std::vector<int64_t> cur(col.ptr.begin(), col.ptr.end() - 1);
   for (int64_t r = 0; r < c.rows; ++r)
-    for (int64_t e = c.row_ptr[r]; e < c.row_ptr[r + 1]; ++e) {
-      const int64_t at = cur[c.index[e]]++;
-      col.row[at] = r;
-      col.q[at] = c.q[e];
-    }
+    for (int64_t e = c.row_ptr[r]; e < c.row_ptr[r + 1]; ++e) pair[cur[c.index[e]]++] = pack_pair(uint32_t(r), c.q[e]);
+  col.row.resize(size_t(nnz));
+  col.q.resize(size_t(nnz));
+  unpack_pairs(pair, col.row.data(), col.q.data());
   return col;
 }
 
 // Splits a child's rows into positions among its parent's rows and among the other rows.
-void split_by_parent(const int64_t* child, int64_t nc, const int64_t* par, int64_t np,
-                     std::vector<int64_t>& on, std::vector<int64_t>& off) {
+void split_by_parent(const int32_t* child, int64_t nc, const int32_t* par, int64_t np, std::vector<int32_t>& on,
+                     std::vector<int32_t>& off) {
   on.clear();
   off.clear();
   int64_t j = 0;
   for (int64_t i = 0; i < nc; ++i) {
     while (j < np && par[j] < child[i]) ++j;
     if (j < np && par[j] == child[i])
-      on.push_back(j);
+      on.push_back(int32_t(j));
     else
-      off.push_back(child[i] - j);  // rows before it that are not the parent's
+      off.push_back(int32_t(child[i] - j));  // rows before it that are not the parent's
   }
 }
 
 int32_t streams_of(int64_t d, int32_t fps) { return fps <= 0 ? 1 : int32_t((d + fps - 1) / fps); }
 
-void put_u32(std::vector<uint8_t>& out, size_t at, uint32_t v) {
-  for (int i = 0; i < 4; ++i) out[at + i] = uint8_t(v >> (8 * i));
+void put_u32(uint8_t* at, uint32_t v) {
+  for (int i = 0; i < 4; ++i) at[i] = uint8_t(v >> (8 * i));
 }
 
 uint32_t get_u32(const uint8_t* p) {
   return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
 }
 
-}  // namespace
-
-std::vector<uint8_t> encode_chunk(const CodecTables& t, const CodesView& codes, int32_t fps) {
+std::vector<uint8_t> encode_chunk(const CodecTables& t, const EncoderTables& et, const CodesView& codes,
+                                  int32_t fps) {
   const int64_t d = t.d_sae;
+  MDLSAE_CHECK_ARG(codes.rows < INT32_MAX, "a chunk holds ", codes.rows, " rows, more than 2^31 - 1");
   const Columns col = to_columns(codes, d);
   const int32_t n_streams = streams_of(d, fps);
   const int64_t per = fps <= 0 ? d : fps;
-  std::vector<uint8_t> out(size_t(4) + 4 * size_t(n_streams), 0);
-  put_u32(out, 0, uint32_t(n_streams));
-  std::vector<Op> ops;
-  std::vector<int64_t> pos, on, off;
+  std::vector<uint8_t> out(4 * size_t(n_streams - 1), 0);
+  std::vector<int32_t> on, off;
   std::vector<uint32_t> words;
+  words.reserve(col.row.size() + 64);
   for (int32_t s = 0; s < n_streams; ++s) {
-    ops.clear();
-    for (int64_t oi = s * per; oi < std::min(d, (s + 1) * per); ++oi) {
+    words.clear();
+    Encoder enc{&words};
+    for (int64_t oi = std::min(d, (s + 1) * per) - 1; oi >= s * per; --oi) {
       const int32_t f = t.order[oi];
       const int64_t b = col.ptr[f], n = col.ptr[f + 1] - b;
+      put_values_reverse(enc, t, et, f, col.q.data() + b, n);
+      const EncSymbol* main_sym = et.gap_sym.data() + et.gap_ptr[2 * f];
       const int32_t p = t.parent[f];
       if (p < 0) {
-        pos.assign(col.row.begin() + b, col.row.begin() + b + n);
-        put_gaps(ops, pos, codes.rows, t.main[f], f);
+        put_gaps_reverse(enc, col.row.data() + b, n, codes.rows, t.main[f], main_sym, f);
       } else {
         const int64_t pb = col.ptr[p], np = col.ptr[p + 1] - pb;
         split_by_parent(col.row.data() + b, n, col.row.data() + pb, np, on, off);
-        put_gaps(ops, on, np, t.main[f], f);
-        put_gaps(ops, off, codes.rows - np, t.off[f], f);
-      }
-      const int32_t* syms = t.sym.data() + t.vptr[f];
-      const int64_t ns = t.vptr[f + 1] - t.vptr[f];
-      for (int64_t e = b; e < b + n; ++e) {
-        const int64_t i = std::lower_bound(syms, syms + ns, col.q[e]) - syms;
-        MDLSAE_CHECK_ARG(i < ns && syms[i] == col.q[e], "value ", col.q[e], " of feature ", f,
-                         " is not in its value table");
-        ops.push_back({t.start[t.vptr[f] + i], t.freq[t.vptr[f] + i]});
+        put_gaps_reverse(enc, off.data(), int64_t(off.size()), codes.rows - np, t.off[f],
+                         et.gap_sym.data() + et.gap_ptr[2 * f + 1], f);
+        put_gaps_reverse(enc, on.data(), int64_t(on.size()), np, t.main[f], main_sym, f);
       }
     }
-    words.clear();
-    uint64_t x = kRansL;
-    for (auto it = ops.rbegin(); it != ops.rend(); ++it)
-      rans_put(x, it->start, it->freq, [&](uint32_t w) { words.push_back(w); });
-    const size_t at = out.size();
-    out.resize(at + 4 * (words.size() + 2));
-    put_u32(out, at, uint32_t(x));
-    put_u32(out, at + 4, uint32_t(x >> 32));
-    for (size_t i = 0; i < words.size(); ++i) put_u32(out, at + 8 + 4 * i, words[words.size() - 1 - i]);
-    put_u32(out, 4 + 4 * size_t(s), uint32_t(words.size() + 2));
+    const size_t at = out.size(), nw = kStateWords + words.size();
+    MDLSAE_CHECK_ARG(nw < UINT32_MAX, "a stream of ", nw, " words is too long; use smaller chunks");
+    out.resize(at + 4 * nw);
+    uint32_t states[kStateWords];
+    enc.flush(states);
+    for (int i = 0; i < kStateWords; ++i) put_u32(&out[at + 4 * i], states[i]);
+    uint8_t* w = &out[at + 4 * kStateWords];
+    for (size_t i = words.size(); i-- > 0; w += 4) put_u32(w, words[i]);
+    if (s + 1 < n_streams) put_u32(&out[4 * size_t(s)], uint32_t(nw));
   }
   return out;
 }
 
-CodesOut decode_chunk(const CodecTables& t, int64_t rows, const uint8_t* data, size_t size, int32_t fps) {
+// One chunk decoded feature-major: for feature f, rows row[beg[f], beg[f] + cnt[f]) (chunk-local,
+// increasing) with values qv at the same places.
+struct ChunkColumns {
+  std::vector<int64_t> beg, cnt;
+  std::vector<int32_t> row;
+  Buffer<int32_t> qv;
+};
+
+// Throws std::runtime_error naming the problem when the bytes are not a valid chunk for these
+// tables (damaged or foreign data); never reads outside [data, data + size).
+ChunkColumns decode_chunk(const CodecTables& t, const DecoderTables& dt, int64_t rows, const uint8_t* data,
+                          size_t size, int32_t fps) {
   const int64_t d = t.d_sae;
+  MDLSAE_CHECK_DATA(rows >= 0 && rows < INT32_MAX, "chunk of ", rows, " rows");
   const int32_t n_streams = streams_of(d, fps);
   const int64_t per = fps <= 0 ? d : fps;
-  MDLSAE_CHECK_DATA(size >= 4 + 4 * size_t(n_streams) && get_u32(data) == uint32_t(n_streams),
-                    "chunk header is damaged (expected ", n_streams, " streams)");
-  size_t at = 4 + 4 * size_t(n_streams);
+  size_t at = 4 * size_t(n_streams - 1);
+  MDLSAE_CHECK_DATA(size >= at && size % 4 == 0, "chunk of ", size, " bytes cannot hold ", n_streams, " streams");
   std::vector<uint32_t> words;
-  // Decoded rows and values per feature, appended in coding order.
-  std::vector<int64_t> beg(size_t(d), 0), cnt(size_t(d), 0), row;
-  std::vector<int32_t> qv;
-  std::vector<int64_t> on, off, merged;
+  ChunkColumns c;
+  c.beg.assign(size_t(d), 0);
+  c.cnt.assign(size_t(d), 0);
+  std::vector<int32_t> on, off;
   for (int32_t s = 0; s < n_streams; ++s) {
-    const uint64_t nw = get_u32(data + 4 + 4 * size_t(s));
-    MDLSAE_CHECK_DATA(nw >= 2 && nw * 4 <= size - at, "stream ", s, " of a chunk overruns the chunk");
+    const uint64_t nw = s + 1 < n_streams ? get_u32(data + 4 * size_t(s)) : (size - at) / 4;
+    MDLSAE_CHECK_DATA(nw >= kStateWords && nw <= (size - at) / 4, "stream ", s, " of a chunk overruns the chunk");
     words.resize(size_t(nw));
     for (uint64_t i = 0; i < nw; ++i) words[i] = get_u32(data + at + 4 * i);
     at += 4 * nw;
@@ -191,93 +271,103 @@ CodesOut decode_chunk(const CodecTables& t, int64_t rows, const uint8_t* data, s
     for (int64_t oi = s * per; oi < std::min(d, (s + 1) * per) && !dec.failed; ++oi) {
       const int32_t f = t.order[oi];
       const int32_t p = t.parent[f];
-      bool ok;
+      const size_t b = c.row.size();
       if (p < 0) {
-        ok = get_gaps(dec, merged, rows, t.main[f]);
+        get_gaps(dec, c.row, rows, t.main[f]);
       } else {
-        ok = get_gaps(dec, on, cnt[p], t.main[f]) && get_gaps(dec, off, rows - cnt[p], t.off[f]);
-        if (ok) {  // back to row numbers: on indexes the parent's rows, off the other rows
-          const int64_t* prow = row.data() + beg[p];
-          merged.clear();
-          size_t i = 0, j = 0;
-          int64_t k = 0;  // parent rows before the current off row
-          while (i < on.size() || j < off.size()) {
-            int64_t off_row = -1;
-            if (j < off.size()) {
-              while (k < cnt[p] && prow[k] <= off[j] + k) ++k;
-              off_row = off[j] + k;
-            }
-            if (j >= off.size() || (i < on.size() && prow[on[i]] < off_row)) {
-              merged.push_back(prow[on[i++]]);
-            } else {
-              merged.push_back(off_row);
-              ++j;
-            }
+        const int64_t np = c.cnt[p];
+        on.clear();
+        off.clear();
+        get_gaps(dec, on, np, t.main[f]);
+        get_gaps(dec, off, rows - np, t.off[f]);
+        // back to row numbers: on indexes the parent's rows, off the other rows
+        const int64_t pb = c.beg[p];
+        size_t i = 0, j = 0;
+        int64_t k = 0;  // parent rows before the current off row
+        while (i < on.size() || j < off.size()) {
+          int64_t off_row = -1;
+          if (j < off.size()) {
+            while (k < np && c.row[pb + k] <= off[j] + k) ++k;
+            off_row = off[j] + k;
+          }
+          if (j >= off.size() || (i < on.size() && c.row[pb + on[i]] < off_row)) {
+            const int32_t r = c.row[pb + on[i++]];  // a copy: push_back may move c.row
+            c.row.push_back(r);
+          } else {
+            c.row.push_back(int32_t(off_row));
+            ++j;
           }
         }
       }
-      MDLSAE_CHECK_DATA(ok, "chunk payload is damaged (activity of feature ", f, ")");
-      beg[f] = int64_t(row.size());
-      cnt[f] = int64_t(merged.size());
-      row.insert(row.end(), merged.begin(), merged.end());
+      const size_t n = c.row.size() - b;
+      c.beg[f] = int64_t(b);
+      c.cnt[f] = int64_t(n);
       const int64_t vb = t.vptr[f], ns = t.vptr[f + 1] - vb;
-      MDLSAE_CHECK_DATA(ns > 0 || merged.empty(), "chunk payload is damaged (values of feature ", f, ")");
-      for (size_t e = 0; e < merged.size(); ++e) {
-        const uint32_t slot = dec.slot();
-        const int64_t i = std::upper_bound(t.start.data() + vb, t.start.data() + vb + ns, slot) -
-                          (t.start.data() + vb) - 1;
-        dec.advance(t.start[vb + i], t.freq[vb + i]);
-        qv.push_back(t.sym[vb + i]);
-      }
+      MDLSAE_CHECK_DATA(ns > 0 || n == 0, "chunk payload is damaged (values of feature ", f, ")");
+      c.qv.resize(b + n);
+      get_values(dec, t, dt, f, c.qv.data() + b, int64_t(n));
     }
     MDLSAE_CHECK_DATA(dec.finished_cleanly(), "chunk payload is damaged (stream ", s, " does not end cleanly)");
   }
   MDLSAE_CHECK_DATA(at == size, "chunk has ", size - at, " unexpected trailing bytes");
-  // Back to row-major: features in index order make indices increase within each row.
-  CodesOut out;
-  out.row_ptr.assign(size_t(rows) + 1, 0);
-  for (int64_t r : row) ++out.row_ptr[r + 1];
-  for (int64_t r = 0; r < rows; ++r) out.row_ptr[r + 1] += out.row_ptr[r];
-  out.index.resize(row.size());
-  out.q.resize(row.size());
-  std::vector<int64_t> cur(out.row_ptr.begin(), out.row_ptr.end() - 1);
-  for (int64_t f = 0; f < d; ++f)
-    for (int64_t e = beg[f]; e < beg[f] + cnt[f]; ++e) {
-      const int64_t a = cur[row[e]]++;
-      out.index[a] = int32_t(f);
-      out.q[a] = qv[e];
-    }
-  return out;
+  return c;
 }
 
-std::vector<std::vector<uint8_t>> encode_chunks(const CodecTables& t, const CodesView& codes, int64_t chunk_rows,
-                                                int32_t fps) {
+// Writes a decoded chunk row-major: row ends row_ptr[1, rows] (offsets from `base`), index and q.
+// Features in index order make indices increase within each row.
+void scatter_rows(const ChunkColumns& c, int64_t rows, int64_t base, int64_t* row_ptr, int32_t* index, int32_t* q) {
+  const int64_t d = int64_t(c.beg.size()), nnz = int64_t(c.row.size());
+  std::vector<int32_t> cur(size_t(rows) + 1, 0);
+  for (int32_t r : c.row) ++cur[r + 1];
+  for (int64_t r = 0; r < rows; ++r) cur[r + 1] += cur[r];
+  for (int64_t r = 1; r <= rows; ++r) row_ptr[r] = base + cur[r];
+  Buffer<uint64_t> pair(static_cast<size_t>(nnz));
+  for (int64_t f = 0; f < d; ++f)
+    for (int64_t e = c.beg[f]; e < c.beg[f] + c.cnt[f]; ++e) pair[cur[c.row[e]]++] = pack_pair(uint32_t(f), c.qv[e]);
+  unpack_pairs(pair, index, q);
+}
+
+}  // namespace
+
+std::vector<std::vector<uint8_t>> encode_chunks(const CodecTables& t, const EncoderTables& et, const CodesView& codes,
+                                                int64_t chunk_rows, int32_t fps) {
   MDLSAE_CHECK_ARG(chunk_rows > 0, "chunk_rows must be positive, got ", chunk_rows);
   const int64_t n_chunks = (codes.rows + chunk_rows - 1) / chunk_rows;
   std::vector<std::vector<uint8_t>> out(static_cast<size_t>(n_chunks));
   parallel_ranges(n_chunks, workers_for(n_chunks, 1), [&](int, int64_t b, int64_t e) {
     for (int64_t c = b; c < e; ++c) {
       const int64_t r0 = c * chunk_rows, r1 = std::min(codes.rows, r0 + chunk_rows);
-      out[c] = encode_chunk(t, CodesView{r1 - r0, codes.row_ptr + r0, codes.index, codes.q}, fps);
+      out[c] = encode_chunk(t, et, CodesView{r1 - r0, codes.row_ptr + r0, codes.index, codes.q}, fps);
     }
   });
   return out;
 }
 
-CodesOut decode_chunks(const CodecTables& t, const std::vector<ChunkRef>& chunks, int32_t fps) {
-  std::vector<CodesOut> parts(chunks.size());
+CodesOut decode_chunks(const CodecTables& t, const DecoderTables& dt, const std::vector<ChunkRef>& chunks,
+                       int32_t fps) {
+  std::vector<ChunkColumns> parts(chunks.size());
   const int64_t n = int64_t(chunks.size());
-  parallel_ranges(n, workers_for(n, 1), [&](int, int64_t b, int64_t e) {
-    for (int64_t c = b; c < e; ++c) parts[c] = decode_chunk(t, chunks[c].rows, chunks[c].data, chunks[c].size, fps);
+  const int workers = workers_for(n, 1);
+  parallel_ranges(n, workers, [&](int, int64_t b, int64_t e) {
+    for (int64_t c = b; c < e; ++c) parts[c] = decode_chunk(t, dt, chunks[c].rows, chunks[c].data, chunks[c].size, fps);
   });
-  CodesOut out;
-  out.row_ptr.push_back(0);
-  for (auto& p : parts) {
-    const int64_t base = out.row_ptr.back();
-    for (size_t r = 1; r < p.row_ptr.size(); ++r) out.row_ptr.push_back(base + p.row_ptr[r]);
-    out.index.insert(out.index.end(), p.index.begin(), p.index.end());
-    out.q.insert(out.q.end(), p.q.begin(), p.q.end());
+  std::vector<int64_t> row0(size_t(n) + 1, 0), nnz0(size_t(n) + 1, 0);
+  for (int64_t c = 0; c < n; ++c) {
+    row0[c + 1] = row0[c] + chunks[c].rows;
+    nnz0[c + 1] = nnz0[c] + int64_t(parts[c].row.size());
   }
+  CodesOut out;
+  out.row_ptr.resize(size_t(row0[n]) + 1);
+  out.row_ptr[0] = 0;
+  out.index.resize(size_t(nnz0[n]));
+  out.q.resize(size_t(nnz0[n]));
+  parallel_ranges(n, workers, [&](int, int64_t b, int64_t e) {
+    for (int64_t c = b; c < e; ++c) {
+      scatter_rows(parts[c], chunks[c].rows, nnz0[c], out.row_ptr.data() + row0[c], out.index.data() + nnz0[c],
+                   out.q.data() + nnz0[c]);
+      parts[c] = ChunkColumns();  // free as we go
+    }
+  });
   return out;
 }
 

@@ -2,13 +2,14 @@
 // active rows as geometric gaps (children over their parent's active, then inactive, rows),
 // then its quantized values. Features are split into streams of `features_per_stream`
 // (0 = one stream per chunk), each an independent rANS stream; chunks are independent, so
-// encode and decode run in parallel over chunks.
+// encode and decode run in parallel over chunks. Chunk rows must be fewer than 2^31.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
 #include "codec/tables.h"
+#include "common/buffer.h"
 
 namespace mdlsae::codec {
 
@@ -21,20 +22,14 @@ struct CodesView {
 };
 
 struct CodesOut {
-  std::vector<int64_t> row_ptr;
-  std::vector<int32_t> index;
-  std::vector<int32_t> q;
+  Buffer<int64_t> row_ptr;
+  Buffer<int32_t> index;
+  Buffer<int32_t> q;
 };
 
-std::vector<uint8_t> encode_chunk(const CodecTables& t, const CodesView& codes, int32_t features_per_stream);
-
-// Throws std::runtime_error naming the problem when the bytes are not a valid chunk for these
-// tables (damaged or foreign data); never reads outside [data, data + size).
-CodesOut decode_chunk(const CodecTables& t, int64_t rows, const uint8_t* data, size_t size,
-                      int32_t features_per_stream);
-
-// Splits `codes` into chunks of chunk_rows rows and encodes them in parallel.
-std::vector<std::vector<uint8_t>> encode_chunks(const CodecTables& t, const CodesView& codes,
+// Splits `codes` into chunks of chunk_rows rows and encodes them in parallel (et: the encoder's
+// form of t, see build_encoder_tables).
+std::vector<std::vector<uint8_t>> encode_chunks(const CodecTables& t, const EncoderTables& et, const CodesView& codes,
                                                 int64_t chunk_rows, int32_t features_per_stream);
 
 struct ChunkRef {
@@ -42,7 +37,10 @@ struct ChunkRef {
   size_t size;
   int64_t rows;
 };
-// Decodes chunks in parallel and concatenates their rows.
-CodesOut decode_chunks(const CodecTables& t, const std::vector<ChunkRef>& chunks, int32_t features_per_stream);
+// Decodes chunks in parallel and concatenates their rows (dt: see build_decoder_tables). Throws std::runtime_error naming the
+// problem when the bytes are not valid chunks for these tables (damaged or foreign data); never
+// reads outside a chunk's [data, data + size).
+CodesOut decode_chunks(const CodecTables& t, const DecoderTables& dt, const std::vector<ChunkRef>& chunks,
+                       int32_t features_per_stream);
 
 }  // namespace mdlsae::codec

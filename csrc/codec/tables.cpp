@@ -78,6 +78,7 @@ GapModel make_gap_model(uint64_t n, uint64_t total, int32_t m) {
   double r2 = rho;  // rho^(2^j)
   for (int32_t j = 0; j < m; ++j) {
     g.bit1[j] = prob_to_freq(r2 / (1.0 + r2));
+    g.empty[j] = prob_to_freq(r2);
     r2 = r2 * r2;
   }
   g.cont = prob_to_freq(r2);
@@ -87,7 +88,7 @@ GapModel make_gap_model(uint64_t n, uint64_t total, int32_t m) {
 int32_t choose_gap_m(uint64_t n, uint64_t total) {
   if (n == 0 || n >= total) return 0;
   const double neg_log_rho = -std::log1p(-double(n) / double(total));
-  const double m = std::round(std::log2(std::log(2.0) / neg_log_rho));
+  const double m = std::round(std::log2(std::log(1.0 / kGapContinue) / neg_log_rho));
   return int32_t(std::min<double>(std::max(m, 0.0), kMaxGapBits));
 }
 
@@ -160,6 +161,71 @@ CodecTables build_tables(const Counts& c) {
     }
   }
   return t;
+}
+
+EncoderTables build_encoder_tables(const CodecTables& t) {
+  const int64_t d = t.d_sae;
+  EncoderTables e;
+  e.gap_ptr.assign(size_t(2 * d) + 1, 0);
+  for (int64_t s = 0; s < 2 * d; ++s) {
+    const GapModel& g = (s % 2 ? t.off : t.main)[s / 2];
+    e.gap_ptr[s + 1] = e.gap_ptr[s] + (g.used ? 2 + 4 * g.m : 0);
+  }
+  e.gap_sym.resize(size_t(e.gap_ptr[2 * d]));
+  for (int64_t s = 0; s < 2 * d; ++s) {
+    const GapModel& g = (s % 2 ? t.off : t.main)[s / 2];
+    if (!g.used) continue;
+    EncSymbol* out = e.gap_sym.data() + e.gap_ptr[s];
+    const auto bit = [&](int64_t at, uint32_t f1) {  // the intervals of put/get_bit: 0, then 1
+      const uint32_t s0 = uint32_t(kProbScale - f1);
+      out[at] = make_enc_symbol(0, s0);
+      out[at + 1] = make_enc_symbol(s0, f1);
+    };
+    bit(0, g.cont);
+    for (int32_t j = 0; j < g.m; ++j) {
+      bit(2 + 2 * j, g.bit1[j]);
+      bit(2 + 2 * g.m + 2 * j, g.empty[j]);
+    }
+  }
+  e.val_sym.resize(t.sym.size());
+  for (size_t i = 0; i < t.sym.size(); ++i) e.val_sym[i] = make_enc_symbol(t.start[i], t.freq[i]);
+  e.qmap_ptr.assign(size_t(d), -1);
+  e.q_lo.assign(size_t(d), 0);
+  e.q_span.assign(size_t(d), 0);
+  for (int64_t f = 0; f < d; ++f) {
+    const int64_t b = t.vptr[f], n = t.vptr[f + 1] - b;
+    if (n == 0) continue;
+    const int64_t lo = t.sym[b], span = int64_t(t.sym[b + n - 1]) - lo + 1;
+    if (span > 4 * n + 64) continue;  // sparse values: binary search
+    e.qmap_ptr[f] = int64_t(e.qmap.size());
+    e.q_lo[f] = int32_t(lo);
+    e.q_span[f] = span;
+    e.qmap.resize(e.qmap.size() + size_t(span), -1);
+    for (int64_t i = 0; i < n; ++i) e.qmap[e.qmap_ptr[f] + t.sym[b + i] - lo] = int32_t(i);
+  }
+  return e;
+}
+
+DecoderTables build_decoder_tables(const CodecTables& t) {
+  const int64_t d = t.d_sae;
+  DecoderTables dt;
+  dt.lut_ptr.assign(size_t(d), 0);
+  dt.lut_shift.assign(size_t(d), kProbBits);
+  for (int64_t f = 0; f < d; ++f) {
+    const int64_t b = t.vptr[f], n = t.vptr[f + 1] - b;
+    int bits = 0;  // about four buckets per symbol, at most 2^12
+    while (bits < 12 && (int64_t(1) << bits) < 4 * n) ++bits;
+    dt.lut_ptr[f] = int64_t(dt.lut.size());
+    dt.lut_shift[f] = uint8_t(kProbBits - bits);
+    int64_t i = 0;
+    for (int64_t k = 0; k < (int64_t(1) << bits); ++k) {  // the symbol holding the bucket's first slot
+      const uint64_t lo = uint64_t(k) << (kProbBits - bits);
+      while (i + 1 < n && t.start[b + i + 1] <= lo) ++i;
+      dt.lut.push_back(int32_t(i));
+    }
+    dt.lut.push_back(int32_t(std::max<int64_t>(n - 1, 0)));  // bound of the last bucket
+  }
+  return dt;
 }
 
 std::vector<uint8_t> pack_counts(const Counts& c) {

@@ -3,26 +3,39 @@
 // parent's active and inactive rows) and static categorical models for the quantized values.
 // Also the compact varint serialisation of those counts.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
+
+#include "codec/rans.h"
 
 namespace mdlsae::codec {
 
 constexpr int kMaxGapBits = 31;
 
 // Activity model of one feature over a sequence of rows where it fires with probability
-// p = n / total: gap g = q * 2^m + r, q unary with P(continue) = rho^(2^m), the m bits of r
-// independent with P(bit j = 1) = rho^(2^j) / (1 + rho^(2^j)), rho = 1 - p.
+// p = n / total (DESIGN §3), exact for a finite sequence. The gap g to the next active row,
+// with rem rows left, is coded as: one decision per whole block of 2^m rows, "continue" (the
+// block is empty, P = rho^(2^m)) or "stop", then the m bits of g within the block, bit j
+// independent with P(1) = rho^(2^j) / (1 + rho^(2^j)) (rho = 1 - p). In the last, partial block
+// of rem' < 2^m rows the decisions follow the binary digits of rem': for each digit k, "empty"
+// (the next 2^k rows, P = rho^(2^k)) or not, then the k low bits. The end of the sequence is the
+// run of "continue"s and "empty"s that reaches rem: it costs exactly -log2 rho^rem, no more.
 struct GapModel {
   bool used = false;  // n > 0; otherwise nothing is coded for this sequence
   int32_t m = 0;
   uint32_t cont = 0;  // freq of "continue" out of 2^28
   uint32_t bit1[kMaxGapBits] = {};
+  uint32_t empty[kMaxGapBits] = {};  // freq of "the next 2^k rows are empty"
 };
 
 GapModel make_gap_model(uint64_t n, uint64_t total, int32_t m);
-// The m making rho^(2^m) closest to 1/2 (only speed depends on it; it is stored in the file).
+// Target of P(continue) when choosing m. Any m codes exactly the same information; a small
+// P(continue) means short, predictable runs of "continue" (mispredicted branches cost more than
+// the extra bit decisions), at one more bit per gap than P = 1/2.
+constexpr double kGapContinue = 0.125;
+// The m making rho^(2^m) closest to kGapContinue (stored in the file).
 int32_t choose_gap_m(uint64_t n, uint64_t total);
 
 // Everything the chunk coder needs, for d_sae features.
@@ -39,6 +52,59 @@ struct CodecTables {
   std::vector<int32_t> sym;
   std::vector<uint32_t> start, freq;
 };
+
+// The encoder's form of the tables: every interval as a precomputed EncSymbol.
+struct EncoderTables {
+  // Sequence kind k (0 main, 1 off) of feature f: gap_sym[gap_ptr[2f + k] ...] holds
+  // "continue" = 0, "continue" = 1, then (bit j = 0, bit j = 1) for j < m, then (empty k = 0,
+  // empty k = 1) for k < m.
+  std::vector<int64_t> gap_ptr;
+  std::vector<EncSymbol> gap_sym;
+  std::vector<EncSymbol> val_sym;  // parallel to CodecTables::sym
+  // q -> index into the feature's value table, dense over [q_lo[f], q_lo[f] + span) where the
+  // values are dense enough (qmap_ptr[f] < 0: binary search instead); -1 marks absent values.
+  std::vector<int64_t> qmap_ptr;
+  std::vector<int32_t> q_lo, qmap;
+  std::vector<int64_t> q_span;
+
+  // Index of value q in feature f's table of t, or -1.
+  int64_t value_index(const CodecTables& t, int32_t f, int32_t q) const {
+    if (qmap_ptr[f] >= 0) {
+      const int64_t at = int64_t(q) - q_lo[f];
+      return at >= 0 && at < q_span[f] ? qmap[qmap_ptr[f] + at] : -1;
+    }
+    const int32_t* syms = t.sym.data() + t.vptr[f];
+    const int64_t n = t.vptr[f + 1] - t.vptr[f];
+    const int64_t i = std::lower_bound(syms, syms + n, q) - syms;
+    return i < n && syms[i] == q ? i : -1;
+  }
+};
+
+EncoderTables build_encoder_tables(const CodecTables& t);
+
+// The decoder's lookup of value symbols: feature f's slot s (out of 2^28) lies in symbol
+// lut[lut_ptr[f] + (s >> lut_shift[f])] or in one of the few after it, up to the entry of the
+// next bucket; so a value costs one load and rarely a short search, not a binary search.
+struct DecoderTables {
+  std::vector<int64_t> lut_ptr;
+  std::vector<int32_t> lut;
+  std::vector<uint8_t> lut_shift;
+
+  struct Lookup {
+    const int32_t* lut;
+    int shift;
+    // Index of the symbol (interval starts `start`) that holds slot.
+    int64_t index(const uint32_t* start, uint32_t slot) const {
+      const int32_t* b = lut + (slot >> shift);
+      int64_t i = b[0];
+      for (int64_t len = b[1] - i + 1; len > 1; len -= len / 2) i = start[i + len / 2] <= slot ? i + len / 2 : i;
+      return i;
+    }
+  };
+  Lookup lookup(int32_t f) const { return {lut.data() + lut_ptr[f], lut_shift[f]}; }
+};
+
+DecoderTables build_decoder_tables(const CodecTables& t);
 
 // Counts as stored in a file (see pack_counts): n_active[f], on[f] (rows where f and its parent
 // are both active; ignored for roots), m_main[f], m_off[f], and the CSR value histogram.

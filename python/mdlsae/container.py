@@ -26,7 +26,8 @@ from ._native import _C
 from .errors import MdlsaeError, expect
 
 MAGIC = b"\x89MDL\r\n\x1a\n"
-VERSION = 1
+# 2: chunk streams carry two interleaved rANS lanes that start from state 1, and no stream count
+VERSION = 2
 _PREAMBLE = struct.Struct("<8sHHIQ")
 _ENTRY = struct.Struct("<QIII")
 
