@@ -5,20 +5,28 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
+
 from . import add_progress_flag, positive_float, positive_int
 from ..codec import DEFAULT_CHUNK_ROWS, encode
+from ..errors import MdlsaeError
 from ..sae import SAE
 from .dl import load_parents
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("encode", help="encode activations into a .mdl file with an arithmetic coder",
-                       description="Quantize the SAE latents of ACTS with STEP and code them, feature-major "
-                                   "with exact geometric gap models, into FILE.mdl (two streaming passes).")
+                       description="Quantize the SAE latents of ACTS with one global STEP (--step) or one "
+                                   "step per feature (--steps, e.g. from `mdlsae select --per-feature "
+                                   "--steps-out`) and code them, feature-major with exact geometric gap "
+                                   "models, into FILE.mdl (two streaming passes).")
     p.add_argument("acts", metavar="ACTS", help="activations [N, d_in]: .npy or .safetensors")
     p.add_argument("--sae", required=True, metavar="SAE_DIR", help="SAE directory in the SAELens layout")
     p.add_argument("-o", "--output", required=True, metavar="FILE.mdl", help="output file (written atomically)")
-    p.add_argument("--step", required=True, type=positive_float, help="quantization step of the latents")
+    q = p.add_mutually_exclusive_group(required=True)
+    q.add_argument("--step", type=positive_float, help="one quantization step for every latent")
+    q.add_argument("--steps", metavar="STEPS.npy",
+                   help="per-feature steps: float32 [d_sae], positive and finite (stored in the file's header)")
     p.add_argument("--parents", metavar="PARENTS.npy", help="int64 [d_sae] forest, -1 for roots")
     p.add_argument("--chunk-rows", type=positive_int, default=DEFAULT_CHUNK_ROWS,
                    help=f"rows per independently decodable chunk (default {DEFAULT_CHUNK_ROWS})")
@@ -27,8 +35,35 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+def load_steps(path: str, d_sae: int) -> np.ndarray:
+    """Per-feature steps from a .npy file, checked against what the file format stores: float32
+    [d_sae], every value positive and finite. A 0-d float32 array (what ``mdlsae select
+    --steps-out`` saves when one global step wins) is a global step."""
+    try:
+        steps = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise MdlsaeError(f"steps file {path!r} does not exist") from None
+    except ValueError as e:
+        raise MdlsaeError(f"{path}: not a readable .npy file ({e})") from None
+    if steps.dtype != np.float32:
+        raise MdlsaeError(f"{path}: steps must be float32 (what a .mdl file stores), got {steps.dtype}; "
+                          f"convert with np.save(path, steps.astype(np.float32))")
+    if steps.shape not in ((d_sae,), ()):
+        raise MdlsaeError(f"{path}: steps must have shape [{d_sae}] (one per SAE feature, d_sae={d_sae}), "
+                          f"got shape {list(steps.shape)}")
+    bad = np.flatnonzero(~(np.isfinite(steps) & (steps > 0)).reshape(-1))
+    if len(bad):
+        i = int(bad[0])
+        where = f"steps[{i}]" if steps.ndim else "the step"
+        raise MdlsaeError(f"{path}: steps must be positive and finite, but {where} = {float(steps.reshape(-1)[i])}"
+                          + (f" ({len(bad)} such values)" if len(bad) > 1 else ""))
+    return steps if steps.ndim else np.float32(steps)
+
+
 def run(args) -> int:
-    info = encode(args.acts, SAE.load(args.sae), args.output, args.step, parents=load_parents(args.parents),
+    sae = SAE.load(args.sae)
+    step = args.step if args.steps is None else load_steps(args.steps, sae.d_sae)
+    info = encode(args.acts, sae, args.output, step, parents=load_parents(args.parents),
                   chunk_rows=args.chunk_rows, progress=args.progress and sys.stderr.isatty())
     print(json.dumps(info.to_dict()) if args.json else info.table())
     return 0
