@@ -136,3 +136,22 @@ def test_encode_needs_exactly_one_of_step_and_steps(capsys, tmp_path, data):
     code, out, err = run_cli(capsys, *base, "--steps", tmp_path / "g.npy", "--json")
     assert code == 0, err
     assert json.loads(out)["step"] == pytest.approx(0.1)
+
+
+def test_dl_takes_the_same_steps_file(capsys, tmp_path, data):
+    x, sae = data
+    np.save(tmp_path / "acts.npy", x[:5000])
+    sae.save(tmp_path / "sae")
+    steps = (0.05 * np.geomspace(0.1, 10, 48)).astype(np.float32)
+    np.save(tmp_path / "s.npy", steps)
+    code, out, err = run_cli(capsys, "dl", tmp_path / "acts.npy", "--sae", tmp_path / "sae", "--steps",
+                             tmp_path / "s.npy", "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    info = encode(x[:5000], sae, tmp_path / "a.mdl", step=steps)
+    assert got["dl_bits_per_row"] == pytest.approx(info.estimate_bits / info.n_rows, rel=1e-9)
+    assert got["step"]["per_feature"] is True
+    np.save(tmp_path / "bad.npy", steps[:10])
+    code, out, err = run_cli(capsys, "dl", tmp_path / "acts.npy", "--sae", tmp_path / "sae", "--steps",
+                             tmp_path / "bad.npy")
+    assert code == 1 and "shape [48]" in err and "got shape [10]" in err

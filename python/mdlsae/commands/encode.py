@@ -5,13 +5,10 @@ from __future__ import annotations
 import json
 import sys
 
-import numpy as np
-
 from . import add_progress_flag, positive_float, positive_int
 from ..codec import DEFAULT_CHUNK_ROWS, encode
-from ..errors import MdlsaeError
 from ..sae import SAE
-from .dl import load_parents
+from .dl import load_parents, load_steps
 
 
 def add_parser(sub) -> None:
@@ -33,31 +30,6 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the file summary as JSON")
     add_progress_flag(p)
     p.set_defaults(run=run)
-
-
-def load_steps(path: str, d_sae: int) -> np.ndarray:
-    """Per-feature steps from a .npy file, checked against what the file format stores: float32
-    [d_sae], every value positive and finite. A 0-d float32 array (what ``mdlsae select
-    --steps-out`` saves when one global step wins) is a global step."""
-    try:
-        steps = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise MdlsaeError(f"steps file {path!r} does not exist") from None
-    except ValueError as e:
-        raise MdlsaeError(f"{path}: not a readable .npy file ({e})") from None
-    if steps.dtype != np.float32:
-        raise MdlsaeError(f"{path}: steps must be float32 (what a .mdl file stores), got {steps.dtype}; "
-                          f"convert with np.save(path, steps.astype(np.float32))")
-    if steps.shape not in ((d_sae,), ()):
-        raise MdlsaeError(f"{path}: steps must have shape [{d_sae}] (one per SAE feature, d_sae={d_sae}), "
-                          f"got shape {list(steps.shape)}")
-    bad = np.flatnonzero(~(np.isfinite(steps) & (steps > 0)).reshape(-1))
-    if len(bad):
-        i = int(bad[0])
-        where = f"steps[{i}]" if steps.ndim else "the step"
-        raise MdlsaeError(f"{path}: steps must be positive and finite, but {where} = {float(steps.reshape(-1)[i])}"
-                          + (f" ({len(bad)} such values)" if len(bad) > 1 else ""))
-    return steps if steps.ndim else np.float32(steps)
 
 
 def run(args) -> int:
