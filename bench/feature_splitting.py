@@ -83,6 +83,7 @@ def main() -> None:
     file_rel = [abs(s["payload_over_estimate"]) for s in sides]
     file_excess = [s["payload_minus_estimate_bits"] for s in sides]
     big = [abs(s["payload_over_estimate"]) for s in sides if s["dl_bits_per_row"] * args.rows >= 1e5]
+
     def agrees(c, key):
         return bool(np.sign(c[key]) == np.sign(c["gain_true"]))
 
