@@ -37,7 +37,7 @@ from .entropy import FeatureStats, naive_bits_per_row
 from .errors import MdlsaeError, expect
 from .fileio import atomic_file
 from .kernels import select_quantize
-from .measure import scan
+from .measure import scan, step_summary
 from .sae import SAE
 
 DEFAULT_CHUNK_ROWS = 16384
@@ -106,6 +106,9 @@ class MdlInfo:
         rows = [
             ("rows / chunks", f"{self.n_rows:,} / {self.n_chunks} of {self.chunk_rows:,}"),
             ("d_in / d_sae", f"{self.d_in} / {self.d_sae}"),
+            ("step", f"{self.step:g}" if isinstance(self.step, float) else
+                     f"per feature (float32 [{self.d_sae}]): min {self.step['min']:.4g}, "
+                     f"median {self.step['median']:.4g}, max {self.step['max']:.4g}"),
             ("L0", f"{self.l0:.3f}"),
             ("DL estimate" + (" (given parents)" if self.conditional else ""),
              f"{self.estimate_bits:,.0f} bits  ({self.estimate_bits / n:.2f} bits/row)"),
@@ -213,7 +216,7 @@ def inspect(path: str | os.PathLike) -> MdlInfo:
         stats = stats_from_model(f.model)
         n = max(f.n_rows, 1)
         l0 = float(stats.active.sum()) / n
-        step = f.step if isinstance(f.step, float) else {"per_feature": True, "median": float(np.median(f.step))}
+        step = f.step if isinstance(f.step, float) else step_summary(f.step, f.d_sae)
         return MdlInfo(n_rows=f.n_rows, d_in=int(f.meta["d_in"]), d_sae=f.d_sae, n_chunks=len(f.chunks),
                        chunk_rows=f.chunk_rows, estimate_bits=stats.estimate_bits(),
                        payload_bits=8 * f.payload_bytes, model_bits=8 * (f.header_bytes + f.index_bytes),

@@ -174,18 +174,52 @@ def feature_grids(panels: list[tuple[str, np.ndarray, np.ndarray]], image_shape:
 
 
 def phase_diagram(p: np.ndarray, rho: np.ndarray, gain: np.ndarray, path: Path, checks: list[dict] | None = None,
-                  title: str = "feature splitting: does the composite A∧B shorten the DL?") -> None:
+                  title: str = "feature splitting: does the composite A∧B shorten the DL?",
+                  rho_min: float = -0.4) -> None:
     """The fraction of the DL saved by adding the composite A∧B over (p, ρ); positive: the
-    composite feature pays. ``checks`` are measured points (p, rho, gain) marked on top."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    lim = float(np.nanmax(np.abs(gain))) or 1.0
-    mesh = ax.pcolormesh(p, rho, gain, cmap="RdBu_r", vmin=-lim, vmax=lim, shading="auto")
-    ax.contour(p, rho, gain, levels=[0], colors="k", linewidths=1.5)
-    fig.colorbar(mesh, ax=ax, label="fraction of DL saved by adding A∧B (>0: split)")
-    for c in checks or []:
-        ax.plot(c["p"], c["rho"], "o" if c["gain"] > 0 else "x", color="k", ms=5)
+    composite feature pays. Infeasible (p, ρ) (NaN in ``gain``) are hatched grey; the black line
+    is the break-even. ``checks`` are measured points {p, rho, gain[, agrees][, decisive]} marked
+    on top: ● the measurement says split, ✕ it says don't, ringed red where it disagrees with the
+    law (grey ring: the law's gain there is within sampling noise)."""
+    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    fig, ax = plt.subplots(figsize=(7.6, 5.6))
+    keep = rho >= rho_min
+    rho, gain = rho[keep], gain[keep]
+    lo, hi = float(np.nanmin(gain)), float(np.nanmax(gain))
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=min(lo, -1e-3), vmax=max(hi, 1e-3))
+    ax.set_facecolor("0.85")  # infeasible: no joint law of two booleans has this (p, ρ)
+    ax.fill_between([p[0], p[-1]], rho_min, 1, hatch="///", facecolor="none", edgecolor="0.6", lw=0)
+    mesh = ax.pcolormesh(p, rho, gain, cmap="RdBu_r", norm=norm, shading="auto")
+    ax.contour(p, rho, np.nan_to_num(gain, nan=-1.0), levels=[0], colors="k", linewidths=1.8)
+    cb = fig.colorbar(mesh, ax=ax)
+    cb.set_label("(DL without A∧B − DL with A∧B) / DL without\n> 0 (red): splitting pays;  < 0 (blue): it does not")
+    handles = [Line2D([], [], color="k", lw=1.8, label="break-even (analytic: equal DL)"),
+               Patch(facecolor="0.85", hatch="///", edgecolor="0.6", label="infeasible (p, ρ)")]
+    if checks:
+        for c in checks:
+            ax.plot(c["p"], c["rho"], "o" if c["gain"] > 0 else "x", color="k", ms=6, mew=1.6)
+            if not c.get("agrees", True):
+                ring = "tab:red" if c.get("decisive", True) else "0.45"
+                ax.plot(c["p"], c["rho"], "o", mfc="none", mec=ring, ms=13, mew=1.8)
+        handles += [Line2D([], [], ls="", marker="o", color="k", label="measured: A∧B shortens the file"),
+                    Line2D([], [], ls="", marker="x", color="k", mew=1.6, label="measured: it does not")]
+        if any(not c.get("agrees", True) for c in checks):
+            handles.append(Line2D([], [], ls="", marker="o", mfc="none", mec="0.45", ms=11, mew=1.8,
+                                  label="disagrees with the law, within noise"))
+        if any(not c.get("agrees", True) and c.get("decisive", True) for c in checks):
+            handles.append(Line2D([], [], ls="", marker="o", mfc="none", mec="tab:red", ms=11, mew=1.8,
+                                  label="disagrees with the law"))
+    ax.text(0.03, 0.93, "split: A∧B as its own feature", transform=ax.transAxes, fontsize=9, weight="bold")
+    ax.text(p[-1] * 0.93, max(rho_min + 0.07, -0.33), "no split:\nA and B only", ha="right", fontsize=9,
+            weight="bold")
+    ax.legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.9)
     ax.set_xscale("log")
-    ax.set_xlabel("p = P(A) = P(B)")
+    ax.set_xlim(p[0], p[-1])
+    ax.set_ylim(rho_min, 1)
+    ax.set_xlabel("p = P(A) = P(B)   (firing rate of each boolean feature)")
     ax.set_ylabel("correlation ρ(A, B)")
     ax.set_title(title, fontsize=9)
     _save(fig, path)

@@ -8,17 +8,20 @@ f_B, so a row is one of 0, f_A, f_B, f_A + f_B. Two SAEs reconstruct every row e
 phase diagram over (p, ρ) with p_A = p_B = p.
 
 The analytic DL is checked against the package's own estimator on sampled rows, with both SAEs
-built as JumpReLU SAEs and measured at their effective precision like any other SAE.
-:func:`encoded_file_bits` is where the check against a real encoded ``.mdl`` file plugs in.
+built as JumpReLU SAEs and measured at their effective precision like any other SAE, and against
+real files: :func:`encoded_file_bits` encodes the rows with the codec and reads the file's size.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import os
+import tempfile
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
+from .acts import as_activations
 from .entropy import binary_entropy
 from .errors import expect
 from .sae import SAE, SAEConfig
@@ -97,12 +100,38 @@ def split_saes(f: np.ndarray) -> tuple[SAE, SAE]:
     return two, three
 
 
-def encoded_file_bits(acts, sae: SAE, step) -> float | None:
-    """Payload bits of the activations actually encoded into a ``.mdl`` file with ``sae`` at
-    ``step``: the plug for the codec's check of the estimate. None while this build of mdlsae
-    has no codec module (``mdlsae.codec``, being written in parallel); wire its encoder here."""
-    if importlib.util.find_spec("mdlsae.codec") is None:
-        return None
-    from . import codec  # noqa: F401  (its API is not fixed yet)
+@dataclass
+class FileBits:
+    """Sizes of a real ``.mdl`` file (totals over its rows), beside the DL estimate of its codes."""
 
-    return float(codec.payload_bits(acts, sae, step))
+    n_rows: int
+    payload_bits: int  # the coded chunks: what the DL estimate predicts
+    model_bits: int  # header (entropy tables, steps, SAE hash) and chunk index
+    estimate_bits: float  # N · Σ_i H_i of the codes in the file
+    n_streams: int  # independently coded streams (chunks × feature groups)
+
+    @property
+    def payload_bits_per_row(self) -> float:
+        return self.payload_bits / max(self.n_rows, 1)
+
+    @property
+    def file_bits_per_row(self) -> float:
+        return (self.payload_bits + self.model_bits) / max(self.n_rows, 1)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "payload_bits_per_row": self.payload_bits_per_row,
+                "file_bits_per_row": self.file_bits_per_row}
+
+
+def encoded_file_bits(acts, sae: SAE, step, chunk_rows: int | None = None) -> FileBits:
+    """Encode ``acts`` with ``sae`` at ``step`` into a real ``.mdl`` file (a temporary one) and
+    read back its sizes with :func:`mdlsae.codec.inspect`. One chunk holds all rows unless
+    ``chunk_rows`` says otherwise, so the payload is one stream and its excess over the estimate
+    is the coder's own (rANS loss and the few dozen bits that frame and end a stream)."""
+    from . import codec
+
+    acts = as_activations(acts)
+    chunk_rows = chunk_rows or max(acts.n_rows, 1)
+    with tempfile.TemporaryDirectory(prefix="mdlsae-split-") as tmp:
+        info = codec.encode(acts, sae, os.path.join(tmp, "toy.mdl"), step, chunk_rows=chunk_rows)
+    return FileBits(info.n_rows, info.payload_bits, info.model_bits, info.estimate_bits, info.n_chunks)

@@ -20,7 +20,11 @@ def add_parser(sub) -> None:
     p.add_argument("acts", metavar="ACTS", help="activations [N, d_in]: .npy (float32/float16) or "
                                                 ".safetensors with one 2-D tensor")
     p.add_argument("--sae", required=True, metavar="SAE_DIR", help="SAE directory in the SAELens layout")
-    p.add_argument("--step", required=True, type=positive_float, help="quantization step of the latents")
+    q = p.add_mutually_exclusive_group(required=True)
+    q.add_argument("--step", type=positive_float, help="one quantization step for every latent")
+    q.add_argument("--steps", metavar="STEPS.npy",
+                   help="per-feature steps: float32 [d_sae], positive and finite (e.g. from `mdlsae select "
+                        "--per-feature --steps-out`)")
     p.add_argument("--parents", metavar="PARENTS.npy",
                    help="int64 [d_sae] forest: -1 for roots; children are coded given their parent")
     p.add_argument("--batch-rows", type=positive_int, default=DEFAULT_BATCH_ROWS, help="rows per batch")
@@ -40,9 +44,35 @@ def load_parents(path: str | None) -> np.ndarray | None:
         raise MdlsaeError(f"{path}: not a readable .npy file ({e})") from None
 
 
+def load_steps(path: str, d_sae: int) -> np.ndarray:
+    """Per-feature steps from a .npy file, checked against what the file format stores: float32
+    [d_sae], every value positive and finite. A 0-d float32 array (what ``mdlsae select
+    --steps-out`` saves when one global step wins) is a global step."""
+    try:
+        steps = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise MdlsaeError(f"steps file {path!r} does not exist") from None
+    except ValueError as e:
+        raise MdlsaeError(f"{path}: not a readable .npy file ({e})") from None
+    if steps.dtype != np.float32:
+        raise MdlsaeError(f"{path}: steps must be float32 (what a .mdl file stores), got {steps.dtype}; "
+                          f"convert with np.save(path, steps.astype(np.float32))")
+    if steps.shape not in ((d_sae,), ()):
+        raise MdlsaeError(f"{path}: steps must have shape [{d_sae}] (one per SAE feature, d_sae={d_sae}), "
+                          f"got shape {list(steps.shape)}")
+    bad = np.flatnonzero(~(np.isfinite(steps) & (steps > 0)).reshape(-1))
+    if len(bad):
+        i = int(bad[0])
+        where = f"steps[{i}]" if steps.ndim else "the step"
+        raise MdlsaeError(f"{path}: steps must be positive and finite, but {where} = {float(steps.reshape(-1)[i])}"
+                          + (f" ({len(bad)} such values)" if len(bad) > 1 else ""))
+    return steps if steps.ndim else np.float32(steps)
+
+
 def run(args) -> int:
     sae = SAE.load(args.sae)
-    rep = measure_dl(args.acts, sae, args.step, parents=load_parents(args.parents),
+    step = args.step if args.steps is None else load_steps(args.steps, sae.d_sae)
+    rep = measure_dl(args.acts, sae, step, parents=load_parents(args.parents),
                      batch_rows=args.batch_rows, progress=args.progress and sys.stderr.isatty(),
                      sae_name=args.sae)
     print(json.dumps(rep.to_dict()) if args.json else rep.table())

@@ -8,17 +8,22 @@ import sys
 from . import add_progress_flag, positive_float, positive_int
 from ..codec import DEFAULT_CHUNK_ROWS, encode
 from ..sae import SAE
-from .dl import load_parents
+from .dl import load_parents, load_steps
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("encode", help="encode activations into a .mdl file with an arithmetic coder",
-                       description="Quantize the SAE latents of ACTS with STEP and code them, feature-major "
-                                   "with exact geometric gap models, into FILE.mdl (two streaming passes).")
+                       description="Quantize the SAE latents of ACTS with one global STEP (--step) or one "
+                                   "step per feature (--steps, e.g. from `mdlsae select --per-feature "
+                                   "--steps-out`) and code them, feature-major with exact geometric gap "
+                                   "models, into FILE.mdl (two streaming passes).")
     p.add_argument("acts", metavar="ACTS", help="activations [N, d_in]: .npy or .safetensors")
     p.add_argument("--sae", required=True, metavar="SAE_DIR", help="SAE directory in the SAELens layout")
     p.add_argument("-o", "--output", required=True, metavar="FILE.mdl", help="output file (written atomically)")
-    p.add_argument("--step", required=True, type=positive_float, help="quantization step of the latents")
+    q = p.add_mutually_exclusive_group(required=True)
+    q.add_argument("--step", type=positive_float, help="one quantization step for every latent")
+    q.add_argument("--steps", metavar="STEPS.npy",
+                   help="per-feature steps: float32 [d_sae], positive and finite (stored in the file's header)")
     p.add_argument("--parents", metavar="PARENTS.npy", help="int64 [d_sae] forest, -1 for roots")
     p.add_argument("--chunk-rows", type=positive_int, default=DEFAULT_CHUNK_ROWS,
                    help=f"rows per independently decodable chunk (default {DEFAULT_CHUNK_ROWS})")
@@ -28,7 +33,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    info = encode(args.acts, SAE.load(args.sae), args.output, args.step, parents=load_parents(args.parents),
+    sae = SAE.load(args.sae)
+    step = args.step if args.steps is None else load_steps(args.steps, sae.d_sae)
+    info = encode(args.acts, sae, args.output, step, parents=load_parents(args.parents),
                   chunk_rows=args.chunk_rows, progress=args.progress and sys.stderr.isatty())
     print(json.dumps(info.to_dict()) if args.json else info.table())
     return 0
