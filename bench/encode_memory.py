@@ -3,7 +3,8 @@
 Writes N rows of toy activations (d=64, 256 true features, ~4 active) to a .npy file block by
 block (the generator stays small), then runs ``mdlsae.codec.encode(path, sae, out, step)`` in
 a child process under ``/usr/bin/time -v`` and reports its maximum resident set size, beside a
-child that only imports mdlsae and loads the SAE (the fixed cost of the interpreter + torch).
+child that only imports mdlsae and loads the SAE (the fixed cost of the interpreter + torch),
+and the same for the command line, ``mdlsae encode ACTS --sae DIR -o FILE.mdl --step STEP``.
 The child also samples its anonymous and file-backed RSS every 20 ms: pages of the
 memory-mapped input count in RSS while mapped, but they are page cache, not allocations. Then it checks decoded
 row ranges against ``select_quantize``.
@@ -71,6 +72,9 @@ print(json.dumps({"seconds": dt, "info": info.to_dict() if info else None, "VmHW
 """
 
 
+CLI = "import sys; from mdlsae.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
 def write_npy(path: str, n_rows: int, dtype) -> float:
     t = time.perf_counter()
     a = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(n_rows, SPEC.d))
@@ -83,8 +87,8 @@ def write_npy(path: str, n_rows: int, dtype) -> float:
     return time.perf_counter() - t
 
 
-def run_child(args: list[str]) -> dict:
-    p = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-c", CHILD, *args], capture_output=True, text=True)
+def run_child(args: list[str], code: str = CHILD) -> dict:
+    p = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-c", code, *args], capture_output=True, text=True)
     if p.returncode != 0:
         raise SystemExit(f"child failed ({p.returncode}):\n{p.stderr[-3000:]}")
     m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr)
@@ -114,6 +118,8 @@ def main() -> None:
     base = run_child([str(sae_dir), "-", "-", "0", "0"])
     enc = run_child([str(sae_dir), str(npy), str(mdl), str(args.step), str(args.chunk_rows)])
     info = enc["info"]
+    cli = run_child(["encode", str(npy), "--sae", str(sae_dir), "-o", str(d / "cli.mdl"), "--step", str(args.step),
+                     "--chunk-rows", str(args.chunk_rows), "--json", "--no-progress"], CLI)
     # Spot-check decoded row ranges against the reference kernel.
     acts = np.load(npy, mmap_mode="r")
     sae = SAE.load(sae_dir)
@@ -133,14 +139,17 @@ def main() -> None:
            "encode_peak_rss_file_MiB": enc["peak_RssFile_kB"] / mib,
            "baseline_rss_anon_MiB": base["final_RssAnon_kB"] / mib,
            "baseline_rss_file_MiB": base["final_RssFile_kB"] / mib,
-           "target_MiB": 2048, "under_target": enc["max_rss_kB"] / mib < 2048,
+           "cli_max_rss_MiB": cli["max_rss_kB"] / mib, "cli_wall": cli["wall"],
+           "cli_same_payload": cli["payload_bits"] == info["payload_bits"],
+           "target_MiB": 2048, "under_target": max(enc["max_rss_kB"], cli["max_rss_kB"]) / mib < 2048,
            "payload_over_estimate_pct": 100 * info["payload_over_estimate"], "l0": info["l0"],
            "bits_per_row": info["bits_per_row"], "n_chunks": info["n_chunks"], "decode_checks": checks}
     print(f"encode: {enc['seconds']:.1f} s, max RSS {res['encode_max_rss_MiB']:.0f} MiB "
           f"(import + SAE only: {res['baseline_max_rss_MiB']:.0f} MiB); sampled peaks: anonymous "
           f"{res['encode_peak_rss_anon_MiB']:.0f} MiB (baseline {res['baseline_rss_anon_MiB']:.0f}), file-backed "
           f"{res['encode_peak_rss_file_MiB']:.0f} MiB (baseline {res['baseline_rss_file_MiB']:.0f}, input "
-          f"{res['npy_bytes'] / 2**20:.0f} MiB); "
+          f"{res['npy_bytes'] / 2**20:.0f} MiB); `mdlsae encode`: max RSS {res['cli_max_rss_MiB']:.0f} MiB, "
+          f"{cli['wall']} wall, same payload: {res['cli_same_payload']}; "
           f"target < 2048 MiB: {'yes' if res['under_target'] else 'NO'}")
     print(f"file: {res['mdl_bytes']:,} bytes, {info['bits_per_row']:.2f} bits/row, L0 {info['l0']:.2f}, "
           f"payload {res['payload_over_estimate_pct']:+.3f} % vs estimate; decoded ranges identical: "

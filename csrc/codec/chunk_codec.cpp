@@ -169,19 +169,56 @@ Columns to_columns(const CodesView& c, int64_t d) {
   return col;
 }
 
-// Splits a child's rows into positions among its parent's rows and among the other rows.
+// Splits a child's rows into positions among its parent's rows (on) and among the other rows
+// (off). A merge that advances by flags, not branches: which list moves next is data that no
+// predictor guesses.
 void split_by_parent(const int32_t* child, int64_t nc, const int32_t* par, int64_t np, std::vector<int32_t>& on,
                      std::vector<int32_t>& off) {
-  on.clear();
-  off.clear();
-  int64_t j = 0;
-  for (int64_t i = 0; i < nc; ++i) {
-    while (j < np && par[j] < child[i]) ++j;
-    if (j < np && par[j] == child[i])
-      on.push_back(int32_t(j));
-    else
-      off.push_back(int32_t(child[i] - j));  // rows before it that are not the parent's
+  on.resize(size_t(nc));
+  off.resize(size_t(nc));
+  int64_t i = 0, j = 0, n_on = 0, n_off = 0;
+  while (i < nc) {
+    const int32_t c = child[i], p = j < np ? par[j] : INT32_MAX;
+    const bool before = p < c, same = p == c;
+    on[n_on] = int32_t(j);
+    off[n_off] = int32_t(c - j);  // rows before it that are not the parent's
+    n_on += same;
+    n_off += !(before | same);
+    i += !before;
+    j += before | same;
   }
+  on.resize(size_t(n_on));
+  off.resize(size_t(n_off));
+}
+
+// The inverse: appends to rows the child's rows, from on (indices into the parent's rows,
+// rows[pb, pb + np)) and off (positions among the other rows), in increasing order. off_row is
+// scratch.
+void merge_child_rows(std::vector<int32_t>& rows, int64_t pb, int64_t np, const std::vector<int32_t>& on,
+                      const std::vector<int32_t>& off, std::vector<int32_t>& off_row) {
+  const int64_t n_on = int64_t(on.size()), n_off = int64_t(off.size());
+  const size_t base = rows.size();
+  rows.resize(base + size_t(n_on + n_off));  // before taking pointers into it
+  const int32_t* prow = rows.data() + pb;
+  int32_t* o = rows.data() + base;
+  off_row.resize(size_t(n_off));
+  // The j-th other row is off[j] plus the parent rows before it: those with prow[k] - k <= off[j].
+  for (int64_t j = 0, k = 0; j < n_off;) {
+    const bool parent_first = k < np && prow[k] - k <= off[j];
+    off_row[j] = int32_t(off[j] + k);
+    k += parent_first;
+    j += !parent_first;
+  }
+  int64_t i = 0, j = 0;
+  while (i < n_on && j < n_off) {
+    const int32_t a = prow[on[i]], b = off_row[j];
+    const bool take_on = a < b;
+    *o++ = take_on ? a : b;
+    i += take_on;
+    j += !take_on;
+  }
+  for (; i < n_on; ++i) *o++ = prow[on[i]];
+  for (; j < n_off; ++j) *o++ = off_row[j];
 }
 
 int32_t streams_of(int64_t d, int32_t fps) { return fps <= 0 ? 1 : int32_t((d + fps - 1) / fps); }
@@ -259,7 +296,7 @@ ChunkColumns decode_chunk(const CodecTables& t, const DecoderTables& dt, int64_t
   ChunkColumns c;
   c.beg.assign(size_t(d), 0);
   c.cnt.assign(size_t(d), 0);
-  std::vector<int32_t> on, off;
+  std::vector<int32_t> on, off, off_row;
   for (int32_t s = 0; s < n_streams; ++s) {
     const uint64_t nw = s + 1 < n_streams ? get_u32(data + 4 * size_t(s)) : (size - at) / 4;
     MDLSAE_CHECK_DATA(nw >= kStateWords && nw <= (size - at) / 4, "stream ", s, " of a chunk overruns the chunk");
@@ -280,24 +317,7 @@ ChunkColumns decode_chunk(const CodecTables& t, const DecoderTables& dt, int64_t
         off.clear();
         get_gaps(dec, on, np, t.main[f]);
         get_gaps(dec, off, rows - np, t.off[f]);
-        // back to row numbers: on indexes the parent's rows, off the other rows
-        const int64_t pb = c.beg[p];
-        size_t i = 0, j = 0;
-        int64_t k = 0;  // parent rows before the current off row
-        while (i < on.size() || j < off.size()) {
-          int64_t off_row = -1;
-          if (j < off.size()) {
-            while (k < np && c.row[pb + k] <= off[j] + k) ++k;
-            off_row = off[j] + k;
-          }
-          if (j >= off.size() || (i < on.size() && c.row[pb + on[i]] < off_row)) {
-            const int32_t r = c.row[pb + on[i++]];  // a copy: push_back may move c.row
-            c.row.push_back(r);
-          } else {
-            c.row.push_back(int32_t(off_row));
-            ++j;
-          }
-        }
+        merge_child_rows(c.row, c.beg[p], np, on, off, off_row);
       }
       const size_t n = c.row.size() - b;
       c.beg[f] = int64_t(b);
