@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstring>
 
 #include "codec/rans.h"
 #include "common/check.h"
@@ -231,6 +230,7 @@ uint32_t get_u32(const uint8_t* p) {
   return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
 }
 
+// One chunk's payload: per stream, the features of its range walked in reverse coding order.
 std::vector<uint8_t> encode_chunk(const CodecTables& t, const EncoderTables& et, const CodesView& codes,
                                   int32_t fps) {
   const int64_t d = t.d_sae;
