@@ -14,7 +14,7 @@ import pytest
 from mdlsae import MdlsaeError
 from mdlsae.cli import main
 from mdlsae.mnist import load_mnist
-from mdlsae.sweep import best_per_width, rd_crossings, rd_envelope
+from mdlsae.sweep import best_per_width, feature_picks, rd_crossings, rd_envelope
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -87,6 +87,20 @@ def test_best_per_width():
     cands = [{"architecture": "topk", "d_sae": d, "k": k, "meets_tolerance": ok, "dl_bits_per_row": dl, "sae": f"{d}/{k}"}
              for d, k, ok, dl in [(8, 2, True, 30.0), (8, 4, True, 20.0), (16, 2, False, 1.0), (16, 4, True, 25.0)]]
     assert [c["sae"] for c in best_per_width(cands)] == ["8/4", "16/4"]
+
+
+def test_feature_picks_are_narrowest_optimum_widest_across_architectures():
+    cands = [{"architecture": a, "d_sae": d, "k": 4, "meets_tolerance": True, "dl_bits_per_row": dl, "sae": f"{a}{d}"}
+             for a, d, dl in [("relu", 16, 40.0), ("relu", 64, 35.0), ("topk", 8, 50.0), ("topk", 32, 20.0),
+                              ("topk", 128, 30.0)]]
+    best = best_per_width(cands)
+    assert [c["sae"] for c in best] == ["relu16", "relu64", "topk8", "topk32", "topk128"]  # by arch, then width
+    chosen = min(cands, key=lambda c: c["dl_bits_per_row"])
+    got = [(label, c["sae"]) for label, c in feature_picks(best, chosen)]
+    assert got == [("narrowest", "topk8"), ("MDL-optimal", "topk32"), ("widest", "topk128")]
+    # an SAE that is both the optimum and an end is drawn once, under both labels
+    got = [(label, c["sae"]) for label, c in feature_picks(best[:1], best[0])]
+    assert got == [("narrowest = MDL-optimal = widest", "relu16")]
 
 
 def write_idx(path: Path, magic: int, arr: np.ndarray, gz: bool) -> None:

@@ -70,6 +70,9 @@ def dl_vs_width(cands: list[dict], path: Path, tolerance: float, metric: str, ti
             ax2.plot(ws, [best[w]["two_part"]["data_bits_per_row"] + best[w]["model_bits"] / m for w in ws],
                      "k" + style, marker="o", label=f"two-part, N={m:,}")
         ax2.plot(ws, [best[w]["two_part"]["data_bits_per_row"] for w in ws], "r-", marker="s", label="data bits only (N→∞)")
+    missing = sorted({c["k"] for c in cands if c["k"] is not None} - set(ks))
+    if missing:
+        ax.plot([], [], " ", label=f"k={', '.join(map(str, missing))}: no SAE meets ε")
     for a in (ax, ax2):
         a.set_xscale("log", base=2)
         a.set_xlabel("SAE width D")
@@ -84,28 +87,62 @@ def dl_vs_width(cands: list[dict], path: Path, tolerance: float, metric: str, ti
     _save(fig, path)
 
 
+def _log_loss_axis(ax) -> None:
+    """Log x axis with a few plain labels (1, 2, 5 per decade) instead of crowded minor ones."""
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def rd_curves(cands: list[dict], path: Path, tolerance: float, metric: str, title: str = "") -> None:
-    """DL vs loss as the global step varies, one panel per k, colour by width."""
-    ks = _by([c for c in cands if c.get("rd_curve")], "k")
+    """DL vs loss as the global step varies. First panel: the per-width best SAEs meeting ε
+    (the ones MDL chooses between: if their curves cross, the choice depends on ε); then one
+    panel per k, colour by width. Zoomed on the losses around ε: the fine-step ends of the
+    curves, where the DL shoots up for no loss gain, are cut off."""
+    with_curve = [c for c in cands if c.get("rd_curve")]
+    ks = _by(with_curve, "k")
     if not ks:
         return
-    fig, axes = plt.subplots(1, len(ks), figsize=(4.2 * len(ks), 4), squeeze=False, sharey=True)
+    best: dict = {}
+    for c in with_curve:
+        if c["meets_tolerance"] and (c["d_sae"] not in best or c["dl_bits_per_row"] < best[c["d_sae"]]["dl_bits_per_row"]):
+            best[c["d_sae"]] = c
+    panels = ([("per-width best meeting ε", [best[w] for w in sorted(best)], True)] if best else []) + \
+        [(f"k={k}", cs, False) for k, cs in ks.items()]
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.9 * nrows), squeeze=False, sharey=True)
     col = _colors(sorted({c["d_sae"] for c in cands}))
-    for ax, (k, cs) in zip(axes[0], ks.items()):
+    at_eps = [c["dl_bits_per_row"] for c in with_curve if c["meets_tolerance"]] or \
+        [c["dl_bits_per_row"] for c in with_curve]
+    ymax = 1.8 * max(at_eps)
+    lmin = min(p["loss"] for c in with_curve for p in c["rd_curve"])
+    xlim = (0.9 * min(lmin, tolerance), 4 * tolerance)
+    for ax, (name, cs, label_k) in zip(axes.flat, panels):
         for c in sorted(cs, key=lambda c: c["d_sae"]):
             pts = sorted((p["loss"], p["dl_bits_per_row"]) for p in c["rd_curve"])
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", color=col[c["d_sae"]], label=f"D={c['d_sae']}")
+            label = f"D={c['d_sae']}" + (f", k={c['k']}" if label_k else "") + ("" if c["meets_tolerance"] else " (misses ε)")
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", color=col[c["d_sae"]], label=label,
+                    lw=2 if label_k else 1.3, alpha=1 if c["meets_tolerance"] else 0.55)
             if c["meets_tolerance"]:
-                ax.plot(c["loss"], c["dl_bits_per_row"], "o", color=col[c["d_sae"]], mec="k")
+                ax.plot(c["loss"], c["dl_bits_per_row"], "o", color=col[c["d_sae"]], mec="k", ms=5)
         ax.axvline(tolerance, color="r", ls="--", lw=1)
-        ax.set_xscale("log")
-        ax.set_title(f"k={k}", fontsize=9)
-        ax.set_xlabel(f"{metric} of the quantized reconstruction")
+        _log_loss_axis(ax)
+        ax.set_xlim(*xlim)
+        ax.set_ylim(0, ymax)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(f"{metric} of the quantized reconstruction", fontsize=8)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    axes[0][0].set_ylabel("DL (bits/row)")
-    fig.suptitle(f"{title}: rate–distortion curves (step from Δ/16 to 16Δ; dot: effective precision; "
-                 f"red: ε)", fontsize=9)
+        ax.legend(fontsize=6.5, loc="upper right")
+    for ax in axes.flat[len(panels):]:
+        ax.set_axis_off()
+    for row in axes:
+        row[0].set_ylabel("DL (bits/row)")
+    fig.suptitle(f"{title}: rate–distortion curves, one global step from Δ/16 to 16Δ (Δ: effective precision; "
+                 f"dot: at Δ, possibly per-feature steps; red line: ε = {tolerance:g})", fontsize=9)
     _save(fig, path)
 
 

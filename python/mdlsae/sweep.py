@@ -109,6 +109,24 @@ def best_per_width(cands: list[dict], key: str = "dl_bits_per_row") -> list[dict
     return [best[g] for g in sorted(best)]
 
 
+def feature_picks(best: list[dict], chosen: dict) -> list[tuple[str, dict]]:
+    """The SAEs whose features are drawn (seed 002 §6's regimes): the narrowest SAE meeting ε,
+    the MDL optimum and the widest meeting ε, in order of width; an SAE that is two of these
+    is drawn once under both labels. ``best`` is :func:`best_per_width` (sorted by architecture
+    first, so its ends are not the narrowest and widest when several architectures are swept)."""
+    by_width = sorted(best, key=lambda c: (c["d_sae"], c["dl_bits_per_row"]))
+    picks = [("narrowest", by_width[0]), ("MDL-optimal", chosen), ("widest", by_width[-1])] if by_width else \
+        [("MDL-optimal", chosen)]
+    out: list[tuple[str, dict]] = []
+    for label, c in picks:
+        same = next((i for i, (_, o) in enumerate(out) if o["sae"] == c["sae"]), None)
+        if same is None:
+            out.append((label, c))
+        else:
+            out[same] = (f"{out[same][0]} = {label}", c)
+    return out
+
+
 def csv_row(c: dict) -> dict:
     pf = c.get("per_feature") or {}
     row = {k: c.get(k) for k in CSV_COLUMNS}
@@ -165,9 +183,9 @@ def run_sweep(train, evaluate, cfg: SweepConfig, out_dir: str | Path, image_shap
     plots.rd_curves(cands, out / "rd_curves.png", cfg.tolerance, cfg.metric, dataset)
     plots.l0_frontier(cands, out / "l0_frontier.png", cfg.tolerance, cfg.metric, dataset)
     plots.amortisation(best, out / "amortisation.png", dataset)
-    if image_shape is not None and best:
-        picks = [("narrowest", best[0]), ("MDL-optimal", chosen), ("widest", best[-1])]
+    if image_shape is not None and chosen is not None:
         panels = [(f"{label}: {c['sae']}  ({c['dl_bits_per_row']:.0f} bits/row)",
-                   SAE.load(out / "saes" / c["sae"]).W_dec.detach().numpy(), usage[c["sae"]]) for label, c in picks]
+                   SAE.load(out / "saes" / c["sae"]).W_dec.detach().numpy(), usage[c["sae"]])
+                  for label, c in feature_picks(best, chosen)]
         plots.feature_grids(panels, image_shape, out / "features.png")
     return results
