@@ -76,8 +76,11 @@ void put_values_reverse(Encoder& enc_io, const CodecTables& t, const EncoderTabl
 }
 
 // Appends to pos the active positions of a sequence of n_seq rows (see GapModel).
-void get_gaps(RansDecoder& dec_io, std::vector<int32_t>& pos, int64_t n_seq, const GapModel& g) {
+void get_gaps(RansDecoder& dec_io, Buffer<int32_t>& pos, int64_t n_seq, const GapModel& g) {
   if (!g.used) return;
+  const size_t base = pos.size();
+  pos.resize(base + size_t(n_seq));  // room for every row: stores through a local pointer
+  int32_t* out = pos.data() + base;
   RansDecoder dec = dec_io;  // a local copy stays in registers
   const int32_t m = g.m;
   const RansDecoder::BitSplit cont = RansDecoder::BitSplit::of(g.cont);
@@ -109,9 +112,10 @@ void get_gaps(RansDecoder& dec_io, std::vector<int32_t>& pos, int64_t n_seq, con
     uint64_t r = 0;
     for (int32_t j = low - 1; j >= 0; --j) r = (r << 1) | dec.get_bit(bit[j]);
     gap += int64_t(r);
-    pos.push_back(int32_t(cur + gap));
+    *out++ = int32_t(cur + gap);
     cur += gap + 1;
   }
+  pos.resize(size_t(out - pos.data()));
   dec_io = dec;
 }
 
@@ -193,8 +197,8 @@ void split_by_parent(const int32_t* child, int64_t nc, const int32_t* par, int64
 // The inverse: appends to rows the child's rows, from on (indices into the parent's rows,
 // rows[pb, pb + np)) and off (positions among the other rows), in increasing order. off_row is
 // scratch.
-void merge_child_rows(std::vector<int32_t>& rows, int64_t pb, int64_t np, const std::vector<int32_t>& on,
-                      const std::vector<int32_t>& off, std::vector<int32_t>& off_row) {
+void merge_child_rows(Buffer<int32_t>& rows, int64_t pb, int64_t np, const Buffer<int32_t>& on,
+                      const Buffer<int32_t>& off, std::vector<int32_t>& off_row) {
   const int64_t n_on = int64_t(on.size()), n_off = int64_t(off.size());
   const size_t base = rows.size();
   rows.resize(base + size_t(n_on + n_off));  // before taking pointers into it
@@ -278,8 +282,7 @@ std::vector<uint8_t> encode_chunk(const CodecTables& t, const EncoderTables& et,
 // increasing) with values qv at the same places.
 struct ChunkColumns {
   std::vector<int64_t> beg, cnt;
-  std::vector<int32_t> row;
-  Buffer<int32_t> qv;
+  Buffer<int32_t> row, qv;
 };
 
 // Throws std::runtime_error naming the problem when the bytes are not a valid chunk for these
@@ -296,7 +299,8 @@ ChunkColumns decode_chunk(const CodecTables& t, const DecoderTables& dt, int64_t
   ChunkColumns c;
   c.beg.assign(size_t(d), 0);
   c.cnt.assign(size_t(d), 0);
-  std::vector<int32_t> on, off, off_row;
+  Buffer<int32_t> on, off;
+  std::vector<int32_t> off_row;
   for (int32_t s = 0; s < n_streams; ++s) {
     const uint64_t nw = s + 1 < n_streams ? get_u32(data + 4 * size_t(s)) : (size - at) / 4;
     MDLSAE_CHECK_DATA(nw >= kStateWords && nw <= (size - at) / 4, "stream ", s, " of a chunk overruns the chunk");
