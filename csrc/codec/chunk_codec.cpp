@@ -75,12 +75,11 @@ void put_values_reverse(Encoder& enc_io, const CodecTables& t, const EncoderTabl
   enc_io = enc;
 }
 
-// Appends to pos the active positions of a sequence of n_seq rows (see GapModel).
-void get_gaps(RansDecoder& dec_io, Buffer<int32_t>& pos, int64_t n_seq, const GapModel& g) {
-  if (!g.used) return;
-  const size_t base = pos.size();
-  pos.resize(base + size_t(n_seq));  // room for every row: stores through a local pointer
-  int32_t* out = pos.data() + base;
+// Writes to pos (room for n_seq entries) the active positions of a sequence of n_seq rows (see
+// GapModel); returns their count.
+int64_t get_gaps(RansDecoder& dec_io, int32_t* pos, int64_t n_seq, const GapModel& g) {
+  if (!g.used) return 0;
+  int32_t* out = pos;
   RansDecoder dec = dec_io;  // a local copy stays in registers
   const int32_t m = g.m;
   const RansDecoder::BitSplit cont = RansDecoder::BitSplit::of(g.cont);
@@ -115,8 +114,8 @@ void get_gaps(RansDecoder& dec_io, Buffer<int32_t>& pos, int64_t n_seq, const Ga
     *out++ = int32_t(cur + gap);
     cur += gap + 1;
   }
-  pos.resize(size_t(out - pos.data()));
   dec_io = dec;
+  return out - pos;
 }
 
 // Decodes the n values of feature f into q.
@@ -194,12 +193,11 @@ void split_by_parent(const int32_t* child, int64_t nc, const int32_t* par, int64
   off.resize(size_t(n_off));
 }
 
-// The inverse: appends to rows the child's rows, from on (indices into the parent's rows,
-// rows[pb, pb + np)) and off (positions among the other rows), in increasing order. off_row is
-// scratch.
-void merge_child_rows(Buffer<int32_t>& rows, int64_t pb, int64_t np, const Buffer<int32_t>& on,
-                      const Buffer<int32_t>& off, std::vector<int32_t>& off_row) {
-  const int64_t n_on = int64_t(on.size()), n_off = int64_t(off.size());
+// The inverse: appends to rows the child's rows, from on[0, n_on) (indices into the parent's
+// rows, rows[pb, pb + np)) and off[0, n_off) (positions among the other rows), in increasing
+// order. off_row is scratch.
+void merge_child_rows(Buffer<int32_t>& rows, int64_t pb, int64_t np, const int32_t* on, int64_t n_on,
+                      const int32_t* off, int64_t n_off, std::vector<int32_t>& off_row) {
   const size_t base = rows.size();
   rows.resize(base + size_t(n_on + n_off));  // before taking pointers into it
   const int32_t* prow = rows.data() + pb;
@@ -299,7 +297,7 @@ ChunkColumns decode_chunk(const CodecTables& t, const DecoderTables& dt, int64_t
   ChunkColumns c;
   c.beg.assign(size_t(d), 0);
   c.cnt.assign(size_t(d), 0);
-  Buffer<int32_t> on, off;
+  Buffer<int32_t> on(static_cast<size_t>(rows)), off(static_cast<size_t>(rows));  // room for any sequence
   std::vector<int32_t> off_row;
   for (int32_t s = 0; s < n_streams; ++s) {
     const uint64_t nw = s + 1 < n_streams ? get_u32(data + 4 * size_t(s)) : (size - at) / 4;
@@ -314,14 +312,13 @@ ChunkColumns decode_chunk(const CodecTables& t, const DecoderTables& dt, int64_t
       const int32_t p = t.parent[f];
       const size_t b = c.row.size();
       if (p < 0) {
-        get_gaps(dec, c.row, rows, t.main[f]);
+        const int64_t n = get_gaps(dec, on.data(), rows, t.main[f]);
+        c.row.insert(c.row.end(), on.data(), on.data() + n);
       } else {
         const int64_t np = c.cnt[p];
-        on.clear();
-        off.clear();
-        get_gaps(dec, on, np, t.main[f]);
-        get_gaps(dec, off, rows - np, t.off[f]);
-        merge_child_rows(c.row, c.beg[p], np, on, off, off_row);
+        const int64_t n_on = get_gaps(dec, on.data(), np, t.main[f]);
+        const int64_t n_off = get_gaps(dec, off.data(), rows - np, t.off[f]);
+        merge_child_rows(c.row, c.beg[p], np, on.data(), n_on, off.data(), n_off, off_row);
       }
       const size_t n = c.row.size() - b;
       c.beg[f] = int64_t(b);
