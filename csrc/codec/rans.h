@@ -125,7 +125,6 @@ struct RansDecoder {
     advance(b.s0 & ~zero, b.f1 + (b.dz & zero));
     return zero + 1;
   }
-  MDLSAE_CODEC_HD uint32_t get_bit(uint32_t f1) { return get_bit(BitSplit::of(f1)); }
   // A clean end: every word consumed and the encoder's initial states recovered.
   MDLSAE_CODEC_HD bool finished_cleanly() const { return !failed && pos == n && x0 == kRansInit && x1 == kRansInit; }
 };

@@ -176,8 +176,8 @@ EncoderTables build_encoder_tables(const CodecTables& t) {
     const GapModel& g = (s % 2 ? t.off : t.main)[s / 2];
     if (!g.used) continue;
     EncSymbol* out = e.gap_sym.data() + e.gap_ptr[s];
-    const auto bit = [&](int64_t at, uint32_t f1) {  // the intervals of put/get_bit: 0, then 1
-      const uint32_t s0 = uint32_t(kProbScale - f1);
+    const auto bit = [&](int64_t at, uint32_t f1) {  // the decoder's intervals (get_bit): 0, then 1
+      const uint32_t s0 = RansDecoder::BitSplit::of(f1).s0;
       out[at] = make_enc_symbol(0, s0);
       out[at + 1] = make_enc_symbol(s0, f1);
     };
