@@ -16,7 +16,7 @@ import torch
 
 import mdlsae
 from bench_select_quantize import median_time, torch_composite
-from mdlsae.kernels import Histogram, _select_quantize_cuda, select_quantize
+from mdlsae.measure.kernels import Histogram, _select_quantize_cuda, select_quantize
 
 
 def synced(fn):

@@ -14,7 +14,7 @@ from datetime import date
 import torch
 
 import mdlsae
-from mdlsae.kernels import Histogram, select_quantize
+from mdlsae.measure.kernels import Histogram, select_quantize
 
 
 def torch_composite(pre: torch.Tensor, k: int, step: float, cap: int = 64) -> tuple:

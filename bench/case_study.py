@@ -33,13 +33,13 @@ import torch
 
 import numpy as np
 
-from mdlsae.sweep import SweepConfig, rd_crossings, rd_envelope, run_sweep
+from mdlsae.studies.sweep import SweepConfig, rd_crossings, rd_envelope, run_sweep
 
 FIGURES = ("results.json", "results.csv", "dl_vs_width.png", "rd_curves.png", "l0_frontier.png", "amortisation.png")
 
 
 def mnist_data(args):
-    from mdlsae.mnist import IMAGE_SHAPE, load_mnist
+    from mdlsae.data.mnist import IMAGE_SHAPE, load_mnist
 
     cfg = SweepConfig(widths=[32, 64, 128, 256, 512, 1024], ks=[8, 12, 16, 24, 32], tolerance=0.015,
                       metric="mse", epochs=10, per_feature=True)

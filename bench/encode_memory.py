@@ -34,9 +34,9 @@ import toydata  # noqa: E402
 
 import mdlsae  # noqa: E402
 from mdlsae import codec  # noqa: E402
-from mdlsae.demo import true_dictionary_sae  # noqa: E402
-from mdlsae.kernels import select_quantize  # noqa: E402
-from mdlsae.sae import SAE  # noqa: E402
+from mdlsae.studies.demo import true_dictionary_sae  # noqa: E402
+from mdlsae.measure.kernels import select_quantize  # noqa: E402
+from mdlsae.models.sae import SAE  # noqa: E402
 
 SPEC = toydata.ToySpec("toy d=64 D=256 L0~4", d=64, n_features=256, mean_active=4.0, k=5)
 
@@ -44,7 +44,7 @@ CHILD = r"""
 import sys, time, json, threading
 import mdlsae
 from mdlsae import codec
-from mdlsae.sae import SAE
+from mdlsae.models.sae import SAE
 
 def status():
     s = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)

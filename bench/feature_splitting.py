@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from mdlsae.fileio import atomic_file
-from mdlsae.plots import phase_diagram
+from mdlsae.studies.plots import phase_diagram
 from mdlsae.selection import evaluate_sae
-from mdlsae.splitting import analytic_dl, boundary_rho, encoded_file_bits, p_and, phase_grid, sample_rows, split_saes
+from mdlsae.studies.splitting import analytic_dl, boundary_rho, encoded_file_bits, p_and, phase_grid, sample_rows, split_saes
 
 CHECK_P = (0.003, 0.01, 0.03, 0.1, 0.3)
 CHECK_RHO = (-0.2, 0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 0.95)

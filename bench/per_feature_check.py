@@ -1,4 +1,4 @@
-"""Is the per-feature allocator (``mdlsae.allocate``) leaving bits on the table? A cross-check
+"""Is the per-feature allocator (``mdlsae.selection.allocate``) leaving bits on the table? A cross-check
 on one SAE at one tolerance ε: the allocator's result against a second search over the same
 family of allocations. For each multiplier λ (×2 apart around the global operating point's
 slope) the Lagrangian shape ``argmin_j R_ij + λ·D_ij`` is taken and all its steps are scaled by
@@ -18,9 +18,9 @@ import time
 import numpy as np
 import torch
 
-from mdlsae import allocate
-from mdlsae.precision import Evaluator, SparseLatents, effective_precision
-from mdlsae.sae import SAE
+from mdlsae.selection import allocate
+from mdlsae.selection.precision import Evaluator, SparseLatents, effective_precision
+from mdlsae.models.sae import SAE
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.data == "mnist":
-        from mdlsae.mnist import load_mnist
+        from mdlsae.data.mnist import load_mnist
 
         x = load_mnist(args.mnist, "test")[0]
     else:

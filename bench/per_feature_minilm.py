@@ -129,7 +129,7 @@ def main() -> None:
     import torch
 
     from mdlsae.measure import measure_dl
-    from mdlsae.sae import SAE
+    from mdlsae.models.sae import SAE
     from mdlsae.selection import evaluate_sae
 
     torch.set_num_threads(args.threads)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mdlsae.measure import measure_dl
-from mdlsae.sae import SAE
+from mdlsae.models.sae import SAE
 from mdlsae.selection import select_sae
 
 
@@ -32,7 +32,7 @@ def main() -> None:
     args = ap.parse_args()
     acts = args.acts
     if acts.startswith("mnist:"):
-        from mdlsae.mnist import load_mnist
+        from mdlsae.data.mnist import load_mnist
 
         acts = load_mnist(acts[len("mnist:"):], "test")[0]
     t0 = time.perf_counter()

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mdlsae.extract import builtin_corpus, extract
-from mdlsae.train import TrainConfig, evaluate, train
+from mdlsae.data.extract import builtin_corpus, extract
+from mdlsae.models.train import TrainConfig, evaluate, train
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import time
 import torch
 
 from mdlsae.data import make_toy, mmcs
-from mdlsae.train import ARCHITECTURES, TrainConfig, train
+from mdlsae.models.train import ARCHITECTURES, TrainConfig, train
 
 
 def main() -> None:

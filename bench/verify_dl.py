@@ -45,13 +45,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import toydata  # noqa: E402
 
 import mdlsae  # noqa: E402
-from mdlsae import codec, codec_reference  # noqa: E402
-from mdlsae.codes import SparseCodes  # noqa: E402
+from mdlsae import codec  # noqa: E402
+from mdlsae.codec import reference as codec_reference  # noqa: E402
+from mdlsae.measure.codes import SparseCodes  # noqa: E402
 from mdlsae._native import _C  # noqa: E402
-from mdlsae.container import MdlFile  # noqa: E402
-from mdlsae.demo import true_dictionary_sae  # noqa: E402
-from mdlsae.kernels import select_quantize  # noqa: E402
-from mdlsae.train import TrainConfig, train_sae  # noqa: E402
+from mdlsae.codec.container import MdlFile  # noqa: E402
+from mdlsae.studies.demo import true_dictionary_sae  # noqa: E402
+from mdlsae.measure.kernels import select_quantize  # noqa: E402
+from mdlsae.models.train import TrainConfig, train_sae  # noqa: E402
 
 SCALE = float(codec_reference.SCALE)  # probabilities are integers out of 2^28
 
@@ -69,7 +70,7 @@ DATASETS = [
 def symbol_sequence(codes, model, chunk_rows: int) -> dict:
     """Binary decisions (bit, freq of 1 out of 2^28) and values (feature, symbol index) that
     encode_chunks codes for ``codes`` under ``model``, all chunks and streams concatenated
-    (mdlsae.codec_reference, whose bytes the tests check against the native coder)."""
+    (mdlsae.codec.reference, whose bytes the tests check against the native coder)."""
     counts = model.counts()
     bits, f1, vf, vs = [], [], [], []
     for r0 in range(0, codes.n_rows, chunk_rows):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mdlsae.sae import SAE, SAEConfig
+from mdlsae.models.sae import SAE, SAEConfig
 from mdlsae.data import make_toy
 
 

@@ -10,13 +10,14 @@ import pytest
 import torch
 
 from conftest import make_sae
-from mdlsae import MdlsaeError, codec_reference
+from mdlsae import MdlsaeError
+from mdlsae.codec import reference as codec_reference
 from mdlsae._native import _C
 from mdlsae.cli import main
 from mdlsae.codec import build_model, decode, encode, inspect
-from mdlsae.codes import SparseCodes
-from mdlsae.entropy import FeatureStats, parent_cooccurrence
-from mdlsae.kernels import Histogram, select_quantize
+from mdlsae.measure.codes import SparseCodes
+from mdlsae.measure.entropy import FeatureStats, parent_cooccurrence
+from mdlsae.measure.kernels import Histogram, select_quantize
 from mdlsae.data import make_toy
 
 
@@ -93,7 +94,7 @@ def rows_of(codes: SparseCodes, a: int, b: int) -> SparseCodes:
 @pytest.mark.parametrize("case", range(8))
 def test_bytes_match_plain_reference(case):
     # The native coder (reciprocals, reverse walks, lanes in registers) writes exactly the bytes
-    # of a plain transcription of the format with integer division (mdlsae.codec_reference).
+    # of a plain transcription of the format with integer division (mdlsae.codec.reference).
     rng = np.random.default_rng(100 + case)
     n, d = int(rng.integers(1, 150)), int(rng.integers(2, 14))
     parents = random_forest(rng, d) if case % 2 else None

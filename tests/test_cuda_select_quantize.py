@@ -12,9 +12,10 @@ import pytest
 import torch
 
 import mdlsae
-from mdlsae import MdlsaeError, reference
+from mdlsae import MdlsaeError
+from mdlsae.measure import reference
 from mdlsae._native import _C_cuda
-from mdlsae.kernels import Histogram, select_quantize
+from mdlsae.measure.kernels import Histogram, select_quantize
 from test_select_quantize import DTYPES, hist_dict
 
 MODES = ["topk", "threshold", "relu"]

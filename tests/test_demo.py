@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from mdlsae.cli import main
-from mdlsae.demo import TRUE_WIDTH, run_demo
+from mdlsae.studies.demo import TRUE_WIDTH, run_demo
 
 
 @pytest.mark.slow

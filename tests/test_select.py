@@ -15,17 +15,17 @@ import torch
 
 from conftest import make_sae
 from mdlsae import MdlsaeError
-from mdlsae.allocate import allocate_steps
+from mdlsae.selection.allocate import allocate_steps
 from mdlsae.cli import main
-from mdlsae.entropy import FeatureStats
+from mdlsae.measure.entropy import FeatureStats
 from mdlsae.measure import measure_dl, scan
-from mdlsae.kernels import select_quantize
-from mdlsae.precision import Evaluator, SparseLatents, effective_precision, select_sparse
-from mdlsae.sae import SAE, SAEConfig
+from mdlsae.measure.kernels import select_quantize
+from mdlsae.selection.precision import Evaluator, SparseLatents, effective_precision, select_sparse
+from mdlsae.models.sae import SAE, SAEConfig
 from mdlsae.selection import select_sae
 from mdlsae.data import make_toy
-from mdlsae.train import TrainConfig, train_sae
-from mdlsae.twopart import TwoPartDL, elias_gamma_bits, table_bits
+from mdlsae.models.train import TrainConfig, train_sae
+from mdlsae.measure.twopart import TwoPartDL, elias_gamma_bits, table_bits
 
 
 @pytest.fixture(scope="module")

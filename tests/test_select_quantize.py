@@ -7,8 +7,9 @@ import pytest
 import torch
 
 import mdlsae
-from mdlsae import MdlsaeError, reference
-from mdlsae.kernels import Histogram, select_quantize
+from mdlsae import MdlsaeError
+from mdlsae.measure import reference
+from mdlsae.measure.kernels import Histogram, select_quantize
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 

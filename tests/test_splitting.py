@@ -9,7 +9,7 @@ import pytest
 
 from mdlsae import MdlsaeError
 from mdlsae.selection import evaluate_sae
-from mdlsae.splitting import (analytic_dl, boundary_rho, encoded_file_bits, p_and, phase_grid, sample_rows,
+from mdlsae.studies.splitting import (analytic_dl, boundary_rho, encoded_file_bits, p_and, phase_grid, sample_rows,
                               split_saes)
 
 

@@ -14,8 +14,8 @@ import torch
 from mdlsae.cli import main
 from mdlsae.codec import decode, encode, inspect
 from mdlsae.data import make_toy
-from mdlsae.kernels import select_quantize
-from mdlsae.sae import SAE, SAEConfig
+from mdlsae.measure.kernels import select_quantize
+from mdlsae.models.sae import SAE, SAEConfig
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import pytest
 
 from mdlsae import MdlsaeError
 from mdlsae.cli import main
-from mdlsae.mnist import load_mnist
-from mdlsae.sweep import best_per_width, feature_picks, rd_crossings, rd_envelope
+from mdlsae.data.mnist import load_mnist
+from mdlsae.studies.sweep import best_per_width, feature_picks, rd_crossings, rd_envelope
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"

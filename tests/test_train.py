@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from mdlsae import MdlsaeError, train as T
-from mdlsae.acts import Activations
+from mdlsae import MdlsaeError, SAEConfig
+from mdlsae.models.train import checkpoint, stream
+from mdlsae.models.train import trainer as T
+from mdlsae.data.acts import Activations
 from mdlsae.cli import main
 from mdlsae.data import make_toy, mmcs
-from mdlsae.sae import SAE
-from mdlsae.train import BatchStream, TrainConfig, Trainer, evaluate, train, train_sae
+from mdlsae.models.sae import SAE
+from mdlsae.models.train import BatchStream, TrainConfig, Trainer, evaluate, train, train_sae
 
 ARCHS = ["topk", "batchtopk", "jumprelu", "relu"]
 
@@ -56,7 +58,7 @@ def test_deterministic_given_the_seed(small):
     assert not torch.equal(a.W_dec, c.W_dec)
 
 
-@pytest.mark.parametrize("arch", ["topk", "jumprelu", "relu"])
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "jumprelu", "relu"])
 def test_resume_equals_uninterrupted(small, tmp_path, monkeypatch, arch):
     full = train(small.x, cfg(arch, epochs=3)).sae
     ckpt = tmp_path / "run.ckpt"
@@ -79,7 +81,7 @@ def test_resume_equals_uninterrupted(small, tmp_path, monkeypatch, arch):
 
 def test_resume_refuses_a_foreign_checkpoint(small, tmp_path):
     ckpt = tmp_path / "c.ckpt"
-    Trainer(small.x, cfg()).save_checkpoint(ckpt)
+    checkpoint.save(Trainer(small.x, cfg()), ckpt)
     with pytest.raises(MdlsaeError, match="different run.*cfg"):
         train(small.x, cfg(seed=1), checkpoint=ckpt, resume=True)
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
@@ -101,8 +103,8 @@ def test_scale_is_folded_back(small):
 
 
 def test_batch_stream_covers_each_row_once_per_epoch(monkeypatch):
-    monkeypatch.setattr(T, "BLOCK_ROWS", 100)
-    monkeypatch.setattr(T, "POOL_BYTES", 4 * 3 * 100 * 3)  # 3 blocks per pool: batches cross pools
+    monkeypatch.setattr(stream, "BLOCK_ROWS", 100)
+    monkeypatch.setattr(stream, "POOL_BYTES", 4 * 3 * 100 * 3)  # 3 blocks per pool: batches cross pools
     x = np.arange(1050 * 3, dtype=np.float32).reshape(1050, 3)
     s = BatchStream(Activations(x), 64, seed=1, device=torch.device("cpu"))
     assert s.steps_per_epoch == 16
@@ -114,7 +116,7 @@ def test_batch_stream_covers_each_row_once_per_epoch(monkeypatch):
 
 
 def test_fixed_decoder_is_kept(small):
-    init = SAE.random(T.SAEConfig("topk", d_in=16, d_sae=48, k=4), seed=1)
+    init = SAE.random(SAEConfig("topk", d_in=16, d_sae=48, k=4), seed=1)
     out = train_sae(small.x, TrainConfig(d_sae=48, k=4, epochs=1, train_decoder=False), init=init)
     assert torch.equal(out.W_dec, init.W_dec)
     assert not torch.equal(out.W_enc, init.W_enc)
@@ -172,7 +174,7 @@ def test_bad_training_inputs(small, tmp_path, capsys):
     assert main(["train", str(tmp_path / "nan.npy"), "--d-sae", "32", "-o", str(tmp_path / "s")]) == 1
     assert "row 1234, column 5 is nan" in capsys.readouterr().err
     with pytest.raises(MdlsaeError, match="init SAE has d_in=8"):
-        train_sae(small.x, cfg(), init=SAE.random(T.SAEConfig("topk", d_in=8, d_sae=64, k=4)))
+        train_sae(small.x, cfg(), init=SAE.random(SAEConfig("topk", d_in=8, d_sae=64, k=4)))
     with pytest.raises(MdlsaeError, match="resume needs a checkpoint"):
         train(small.x, cfg(), resume=True)
     with pytest.raises(MdlsaeError, match="no rows"):

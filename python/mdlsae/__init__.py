@@ -8,12 +8,11 @@ at an error tolerance. See README.md and DESIGN §1–2 for the definitions.
 from __future__ import annotations
 
 from ._native import _C, _C_cuda
-from .codes import SparseCodes
+from ._version import __version__
+from .measure.codes import SparseCodes
 from .errors import MdlsaeError
-from .kernels import Histogram, select_quantize
-from .sae import SAE, SAEConfig
-
-__version__ = "0.1.0"
+from .measure.kernels import Histogram, select_quantize
+from .models.sae import SAE, SAEConfig
 
 
 def cuda_available() -> bool:

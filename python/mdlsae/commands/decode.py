@@ -9,10 +9,10 @@ import torch
 from tqdm.auto import tqdm
 
 from . import add_progress_flag
-from ..codec import check_sae, decode_file
-from ..container import MdlFile
+from ..codec.api import check_sae, decode_file
+from ..codec.container import MdlFile
 from ..fileio import atomic_file
-from ..sae import SAE
+from ..models.sae import SAE
 
 
 def add_parser(sub) -> None:

@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..demo import run_demo
+    from ..studies.demo import run_demo
 
     res = run_demo(tolerance=args.tolerance, seed=args.seed, progress=args.progress and sys.stderr.isatty())
     return 0 if res["by_dl"] is not None else 1

@@ -9,8 +9,8 @@ import numpy as np
 
 from . import add_progress_flag, positive_float, positive_int
 from ..errors import MdlsaeError
-from ..measure import DEFAULT_BATCH_ROWS, measure_dl
-from ..sae import SAE
+from ..measure.dl import DEFAULT_BATCH_ROWS, measure_dl
+from ..models.sae import SAE
 
 
 def add_parser(sub) -> None:

@@ -6,8 +6,8 @@ import json
 import sys
 
 from . import add_progress_flag, positive_float, positive_int
-from ..codec import DEFAULT_CHUNK_ROWS, encode
-from ..sae import SAE
+from ..codec.api import DEFAULT_CHUNK_ROWS, encode
+from ..models.sae import SAE
 from .dl import load_parents, load_steps
 
 

@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..extract import builtin_corpus, extract
+    from ..data.extract import builtin_corpus, extract
 
     set_threads(args.threads)
     max_tokens = args.max_tokens

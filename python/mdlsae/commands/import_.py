@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..importers import detect_format, import_sae
+    from ..models.importers import detect_format, import_sae
 
     fmt = detect_format(Path(args.src)) if args.format == "auto" else args.format
     sae = import_sae(args.src, fmt)

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 
-from ..codec import inspect
-from ..container import MdlFile
+from ..codec.api import inspect
+from ..codec.container import MdlFile
 from ..fileio import atomic_file
 
 

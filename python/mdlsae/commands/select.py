@@ -9,8 +9,8 @@ import numpy as np
 
 from . import add_progress_flag, positive_float, positive_int
 from ..fileio import atomic_file
-from ..precision import METRICS
-from ..selection import CRITERIA, select_sae
+from ..selection.precision import METRICS
+from ..selection.select import CRITERIA, select_sae
 
 
 def add_parser(sub) -> None:

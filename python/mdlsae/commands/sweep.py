@@ -6,7 +6,7 @@ import sys
 
 from . import add_progress_flag, positive_float, positive_int
 from ..errors import MdlsaeError
-from ..precision import METRICS
+from ..selection.precision import METRICS
 
 
 def add_parser(sub) -> None:
@@ -39,13 +39,13 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..sweep import SweepConfig, run_sweep
+    from ..studies.sweep import SweepConfig, run_sweep
 
     image_shape = tuple(args.image_shape) if args.image_shape else None
     if args.mnist:
         if args.train or args.eval:
             raise MdlsaeError("give either --mnist DIR or TRAIN --eval EVAL, not both")
-        from ..mnist import IMAGE_SHAPE, load_mnist
+        from ..data.mnist import IMAGE_SHAPE, load_mnist
 
         train, evaluate, dataset = load_mnist(args.mnist, "train")[0], load_mnist(args.mnist, "test")[0], "MNIST"
         image_shape = image_shape or IMAGE_SHAPE

@@ -43,7 +43,7 @@ def add_parser(sub) -> None:
 def run_make(args) -> int:
     import numpy as np
 
-    from ..data import ToySpec, write_toy
+    from ..data.toy import ToySpec, write_toy
 
     spec = ToySpec(d=args.d, n_features=args.features, mean_active=args.active, exponent=args.exponent,
                    noise=args.noise, correlation=args.correlation, group=args.group, n_parents=args.parents,
@@ -57,8 +57,8 @@ def run_make(args) -> int:
 
 
 def run_mmcs(args) -> int:
-    from ..data import load_truth, max_cosine
-    from ..sae import SAE
+    from ..data.toy import load_truth, max_cosine
+    from ..models.sae import SAE
 
     cos = max_cosine(SAE.load(args.sae), load_truth(args.truth))
     res = {"mmcs": float(cos.mean()), "recovered_0.9": float((cos > 0.9).mean()), "n_true": len(cos)}

@@ -40,7 +40,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..train import TrainConfig, train
+    from ..models.train import TrainConfig, train
 
     set_threads(args.threads)
     expect(args.aux_k is None or args.aux_k >= 0, f"--aux-k must be >= 0, got {args.aux_k}")

@@ -24,12 +24,18 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import MdlsaeError, expect
-from .fileio import atomic_dir
+from ..errors import MdlsaeError, expect
+from ..fileio import atomic_dir
 
 ARCHITECTURES = ("topk", "jumprelu", "relu")
 CFG_NAME = "cfg.json"
 WEIGHTS_NAME = "sae_weights.safetensors"
+
+
+def topk_mask(pre: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of the k largest entries per row; ties go to the lower feature index."""
+    order = torch.sort(pre, dim=-1, descending=True, stable=True).indices[..., :k]
+    return torch.zeros_like(pre, dtype=torch.bool).scatter_(-1, order, True)
 
 
 @dataclass
@@ -182,8 +188,6 @@ class SAE(torch.nn.Module):
         """Dense latents from pre-activations (the plain torch reference of the selection)."""
         arch = self.cfg.architecture
         if arch == "topk":
-            from .reference import topk_mask
-
             return torch.relu(pre) * topk_mask(pre, self.cfg.k)
         if arch == "jumprelu":
             return pre * (pre > self.threshold)

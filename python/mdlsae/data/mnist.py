@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MdlsaeError, expect
+from ..errors import MdlsaeError, expect
 
 SPLITS = {"train": "train", "test": "t10k"}
 IMAGE_SHAPE = (28, 28)

@@ -13,8 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .fileio import atomic_file  # noqa: E402
-from .twopart import AMORTISATION_ROWS  # noqa: E402
+from ..fileio import atomic_file  # noqa: E402
+from ..measure.twopart import AMORTISATION_ROWS  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:

@@ -12,12 +12,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .acts import as_activations
+from ..data.acts import as_activations
 from .codes import steps_tensor
 from .entropy import FeatureStats, naive_bits_per_row, parent_cooccurrence, validate_parents, value_bits_fixed
-from .errors import expect
+from ..errors import expect
 from .kernels import Histogram, select_quantize
-from .sae import SAE
+from ..models.sae import SAE
 
 DEFAULT_BATCH_ROWS = 4096
 

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import MdlsaeError, expect
-from .fileio import atomic_file
+from ..errors import MdlsaeError, expect
+from ..fileio import atomic_file
 
 CHUNK_ROWS = 8192
 
@@ -226,12 +226,11 @@ def load_truth(path: str | os.PathLike) -> np.ndarray:
 def max_cosine(learned, true) -> np.ndarray:
     """For each true feature, the largest cosine similarity with any learned direction.
 
-    ``learned`` is an SAE (its decoder rows are used) or an array [D, d]; ``true`` is [n, d].
+    ``learned`` is an SAE (its decoder rows ``W_dec`` are used) or an array [D, d]; ``true`` is [n, d].
     """
-    from .sae import SAE
-
-    if isinstance(learned, SAE):
-        learned = learned.W_dec.detach().cpu()
+    learned = getattr(learned, "W_dec", learned)  # an SAE, without importing the models layer
+    if isinstance(learned, torch.Tensor):
+        learned = learned.detach().cpu()
     a = torch.as_tensor(np.asarray(learned, dtype=np.float32))
     b = torch.as_tensor(np.asarray(true, dtype=np.float32))
     expect(a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[1],

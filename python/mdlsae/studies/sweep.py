@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .acts import as_activations
-from .errors import expect
-from .fileio import atomic_file
-from .sae import SAE
-from .selection import evaluate_sae
-from .train import TrainConfig, train_sae
+from ..data.acts import as_activations
+from ..errors import expect
+from ..fileio import atomic_file
+from ..models.sae import SAE
+from ..selection.select import evaluate_sae
+from ..models.train import TrainConfig, train_sae
 
 CSV_COLUMNS = ("sae", "architecture", "d_sae", "k", "n_rows", "l0", "unquantized_loss", "step", "loss",
                "meets_tolerance", "dl_bits_per_row", "global_dl_bits_per_row", "per_feature_saving",

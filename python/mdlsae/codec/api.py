@@ -28,17 +28,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
-from ._native import _C
-from .acts import as_activations
-from .codes import SparseCodes, steps_tensor
+from .._version import __version__
+from .._native import _C
+from ..data.acts import as_activations
+from ..measure.codes import SparseCodes, steps_tensor
 from .container import MdlFile, MdlWriter, pack_header
-from .entropy import FeatureStats, naive_bits_per_row
-from .errors import MdlsaeError, expect
-from .fileio import atomic_file
-from .kernels import select_quantize
-from .measure import scan, step_summary
-from .sae import SAE
+from ..measure.entropy import FeatureStats, naive_bits_per_row
+from ..errors import MdlsaeError, expect
+from ..fileio import atomic_file
+from ..measure.kernels import select_quantize
+from ..measure.dl import scan, step_summary
+from ..models.sae import SAE
 
 DEFAULT_CHUNK_ROWS = 16384
 

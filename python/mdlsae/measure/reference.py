@@ -7,13 +7,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..models.sae import topk_mask
 from .codes import SparseCodes, steps_tensor
-
-
-def topk_mask(pre: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean mask of the k largest entries per row; ties go to the lower feature index."""
-    order = torch.sort(pre, dim=-1, descending=True, stable=True).indices[..., :k]
-    return torch.zeros_like(pre, dtype=torch.bool).scatter_(-1, order, True)
 
 
 def quantize(z: torch.Tensor, step) -> torch.Tensor:

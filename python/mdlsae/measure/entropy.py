@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .codes import SparseCodes
-from .errors import MdlsaeError, expect
+from ..errors import MdlsaeError, expect
 
 
 def binary_entropy(p: np.ndarray) -> np.ndarray:

@@ -18,11 +18,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .allocate import Allocation, allocate_steps
-from .errors import expect
-from .measure import DLReport, report
+from ..errors import expect
+from ..measure.dl import DLReport, report
 from .precision import Evaluator, Metric, Point, Precision, SparseLatents, effective_precision, rd_curve, resolve_metric
-from .sae import SAE
-from .twopart import AMORTISATION_ROWS, TwoPartDL
+from ..models.sae import SAE
+from ..measure.twopart import AMORTISATION_ROWS, TwoPartDL
 
 CRITERIA = ("data", "total")
 RD_EXPONENTS = np.arange(-8, 9) / 2  # rate-distortion curve: Δ_g · 2^e, from Δ_g/16 to 16·Δ_g

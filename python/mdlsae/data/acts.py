@@ -12,7 +12,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .errors import MdlsaeError, expect
+from ..errors import MdlsaeError, expect
 
 _NP_OK = (np.float32, np.float16)
 _ST_OK = ("F32", "F16", "BF16")

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._native import _C
-from .errors import MdlsaeError, expect
+from .._native import _C
+from ..errors import MdlsaeError, expect
 
 MAGIC = b"\x89MDL\r\n\x1a\n"
 # 2: chunk streams carry two interleaved rANS lanes that start from state 1, and no stream count

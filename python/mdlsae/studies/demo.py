@@ -18,11 +18,11 @@ import time
 
 import torch
 
-from .codec import encode
-from .data import make_toy
-from .sae import SAE, SAEConfig
-from .selection import Candidate, select_sae
-from .train import TrainConfig, train_sae
+from ..codec.api import encode
+from ..data.toy import make_toy
+from ..models.sae import SAE, SAEConfig
+from ..selection.select import Candidate, select_sae
+from ..models.train import TrainConfig, train_sae
 
 TRUE_WIDTH = 128
 # (width, k): too narrow, then narrower → wider, each sparser than the one before

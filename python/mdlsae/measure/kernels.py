@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._native import _C, _C_cuda
+from .._native import _C, _C_cuda
 from .codes import SparseCodes, steps_tensor
-from .errors import MdlsaeError, expect
+from ..errors import MdlsaeError, expect
 
 Histogram = _C.Histogram
 

@@ -21,10 +21,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .acts import as_activations
-from .entropy import binary_entropy
-from .errors import expect
-from .sae import SAE, SAEConfig
+from ..data.acts import as_activations
+from ..measure.entropy import binary_entropy
+from ..errors import expect
+from ..models.sae import SAE, SAEConfig
 
 
 def p_and(p_a: np.ndarray, p_b: np.ndarray, rho: np.ndarray) -> np.ndarray:
@@ -128,7 +128,7 @@ def encoded_file_bits(acts, sae: SAE, step, chunk_rows: int | None = None) -> Fi
     read back its sizes with :func:`mdlsae.codec.inspect`. One chunk holds all rows unless
     ``chunk_rows`` says otherwise, so the payload is one stream and its excess over the estimate
     is the coder's own (rANS loss and the few dozen bits that frame and end a stream)."""
-    from . import codec
+    from ..codec import api as codec
 
     acts = as_activations(acts)
     chunk_rows = chunk_rows or max(acts.n_rows, 1)

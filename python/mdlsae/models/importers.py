@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import MdlsaeError, expect
+from ..errors import MdlsaeError, expect
 from .sae import CFG_NAME, WEIGHTS_NAME, SAE, SAEConfig
 
 FORMATS = ("dictionary_learning", "sparsify", "saelens")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import expect
+from ..errors import expect
 
 
 def steps_tensor(step, d_sae: int) -> torch.Tensor:
