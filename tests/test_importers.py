@@ -125,6 +125,9 @@ def test_sparsify_errors(tmp_path):
         import_sae(tmp_path / "run")
     with pytest.raises(MdlsaeError, match="transcoder"):
         import_sae(tmp_path / "run" / "layers.1")
+    write_sparsify(tmp_path / "signed", {"k": K, "d_in": D_IN, "signed": True}, w)
+    with pytest.raises(MdlsaeError, match="signed"):
+        import_sae(tmp_path / "signed")
     bad = dict(w, W_dec=rand(D_SAE + 1, D_IN))
     write_sparsify(tmp_path / "bad", {"k": K, "d_in": D_IN}, bad)
     with pytest.raises(MdlsaeError, match="W_dec must have shape"):

@@ -122,3 +122,87 @@ def test_atomic_writes_get_usual_permissions(tmp_path):
     make_sae("relu").save(tmp_path / "d")
     assert stat.S_IMODE(os.stat(tmp_path / "f.bin").st_mode) == 0o666 & ~_umask()
     assert stat.S_IMODE(os.stat(tmp_path / "d").st_mode) == 0o777 & ~_umask()
+
+
+# ------------------------------------------------ SAELens configs of earlier versions (issue 11)
+def write_saelens(path, cfg, weights):
+    path.mkdir(parents=True)
+    (path / "cfg.json").write_text(json.dumps(cfg))
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(path / "sae_weights.safetensors"))
+    return path
+
+
+def saelens_weights(d_in=16, d_sae=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w_dec = torch.randn(d_sae, d_in, generator=g)
+    w_dec *= (0.5 + 1.5 * torch.rand(d_sae, 1, generator=g)) / w_dec.norm(dim=1, keepdim=True)  # non-unit rows
+    return {"W_enc": torch.randn(d_in, d_sae, generator=g), "b_enc": 0.3 * torch.randn(d_sae, generator=g),
+            "W_dec": w_dec, "b_dec": 0.2 * torch.randn(d_in, generator=g)}
+
+
+@pytest.mark.parametrize("key", ["activation_fn_str", "activation_fn"])
+def test_pre6_saelens_topk_reads_as_topk(tmp_path, key):
+    # SAELens < 6 stored TopK as "standard" with the activation function naming topk
+    w = saelens_weights()
+    cfg = {"architecture": "standard", "d_in": 16, "d_sae": 32, key: "topk", "activation_fn_kwargs": {"k": 4},
+           "apply_b_dec_to_input": True, "normalize_activations": "none"}
+    sae = SAE.load(write_saelens(tmp_path / "s", cfg, w))
+    assert sae.cfg.architecture == "topk" and sae.cfg.k == 4
+    x = torch.randn(50, 16)
+    pre = (x - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
+    vals, idx = pre.topk(4, dim=1)  # SAELens's TopK: topk of pre, then ReLU
+    expect = torch.zeros_like(pre).scatter(1, idx, torch.relu(vals))
+    with torch.no_grad():
+        got = sae.encode(x)
+    assert torch.allclose(got, expect, atol=1e-5)
+    assert int((got > 0).sum(1).max()) <= 4
+    sae.save(tmp_path / "again")  # and it saves as TopK
+    assert SAE.load(tmp_path / "again").cfg.architecture == "topk"
+
+
+def test_jumprelu_negative_threshold_is_relu_before_threshold(tmp_path):
+    w = saelens_weights()
+    w["threshold"] = torch.linspace(-0.5, 0.5, 32)
+    sae = SAE.load(write_saelens(tmp_path / "s", {"architecture": "jumprelu", "d_in": 16, "d_sae": 32}, w))
+    x = torch.randn(80, 16)
+    pre = (x - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
+    with torch.no_grad():
+        z = sae.encode(x)
+    assert torch.equal(z, torch.relu(pre) * (pre > w["threshold"]))  # SAELens JumpReLU
+    assert bool((z >= 0).all())
+
+
+@pytest.mark.parametrize("flag", ["rescale_acts_by_decoder_norm", "signed", "transcode"])
+def test_config_flags_that_change_latents_are_refused(tmp_path, flag):
+    cfg = {"architecture": "topk", "k": 4, "d_in": 16, "d_sae": 32, flag: True}
+    path = write_saelens(tmp_path / "s", cfg, saelens_weights())
+    with pytest.raises(MdlsaeError, match=flag):
+        SAE.load(path)
+    cfg[flag] = False  # the default is read as usual
+    (path / "cfg.json").write_text(json.dumps(cfg))
+    assert SAE.load(path).cfg.k == 4
+
+
+def test_unknown_weight_tensor_is_refused(tmp_path):
+    # SAELens 5's finetuning_scaling_factor rescales the latents before decoding
+    w = dict(saelens_weights(), finetuning_scaling_factor=torch.full((32,), 2.0))
+    cfg = {"architecture": "standard", "d_in": 16, "d_sae": 32, "finetuning_scaling_factor": True}
+    with pytest.raises(MdlsaeError, match="finetuning_scaling_factor.*refusing"):
+        SAE.load(write_saelens(tmp_path / "s", cfg, w))
+
+
+def test_other_activation_function_is_refused(tmp_path):
+    cfg = {"architecture": "standard", "d_in": 16, "d_sae": 32, "activation_fn_str": "tanh-relu"}
+    with pytest.raises(MdlsaeError, match="tanh-relu"):
+        SAE.load(write_saelens(tmp_path / "s", cfg, saelens_weights()))
+
+
+def test_relu_saves_as_saelens_standard_and_bool_normalization_reads(tmp_path):
+    sae = make_sae("relu")
+    sae.save(tmp_path / "s")
+    cfg = json.loads((tmp_path / "s" / "cfg.json").read_text())
+    assert cfg["architecture"] == "standard"  # SAELens has no "relu" architecture
+    cfg["normalize_activations"] = False  # SAELens 4 wrote a bool
+    (tmp_path / "s" / "cfg.json").write_text(json.dumps(cfg))
+    back = SAE.load(tmp_path / "s")
+    assert back.cfg.architecture == "relu" and back.content_hash() == sae.content_hash()

@@ -133,6 +133,8 @@ def from_sparsify(path: Path) -> SAE:
                                             "mdlsae measures autoencoders")
     expect(not cfg.get("skip_connection", False) and "W_skip" not in w,
            f"{path} has a skip connection, which mdlsae's SAE model lacks")
+    expect(not cfg.get("signed", False), f"{path}: a signed sparsify SAE (latents of both signs); "
+                                         "mdlsae reads non-negative TopK latents only")
     act = cfg.get("activation", "topk")
     expect(act == "topk", f"{path}: sparsify activation {act!r} is not supported (only topk)")
     expect("k" in cfg, f"{path / 'cfg.json'} has no 'k'")

@@ -61,11 +61,14 @@ class SAEConfig:
     def from_dict(cls, cfg: dict[str, Any]) -> "SAEConfig":
         cfg = dict(cfg)
         arch = cfg.pop("architecture", None)
-        act = cfg.get("activation_fn_str")
+        act = cfg.get("activation_fn_str", cfg.get("activation_fn"))
         kwargs = cfg.get("activation_fn_kwargs") or {}
-        if arch is None:  # SAELens < 5 wrote only the activation function
-            arch = {"relu": "relu", "topk": "topk", None: "relu"}.get(act, act)
-        arch = {"standard": "relu"}.get(arch, arch)
+        if arch in (None, "standard"):
+            # SAELens < 6 stored TopK as "standard" with activation_fn(_str) "topk" (and < 5 wrote
+            # no architecture at all); SAELens converts these itself when it loads them
+            expect(act in (None, "relu", "topk"),
+                   f"cfg.json asks for activation function {act!r}; mdlsae reads relu and topk SAEs")
+            arch = "topk" if act == "topk" else "relu"
         if arch not in ARCHITECTURES:
             raise MdlsaeError(f"unsupported SAE architecture {arch!r}; mdlsae reads "
                               f"{', '.join(ARCHITECTURES)} (and SAELens 'standard')")
@@ -74,7 +77,14 @@ class SAEConfig:
             k = kwargs.get("k")
         for key in ("d_in", "d_sae"):
             expect(key in cfg, f"cfg.json has no {key!r}")
+        for flag, meaning in (("rescale_acts_by_decoder_norm", "latents scaled by the decoder row norms"),
+                              ("signed", "signed latents"), ("transcode", "a transcoder")):
+            expect(not cfg.get(flag), f"cfg.json sets {flag}={cfg.get(flag)!r} ({meaning}); mdlsae's "
+                                      "SAE model does not compute that, so it refuses rather than give "
+                                      "different latents (fold it into the weights first)")
         norm = cfg.get("normalize_activations")
+        if norm is False:  # SAELens 4 wrote a bool
+            norm = None
         if norm not in (None, "none"):
             raise MdlsaeError(f"cfg.json asks for normalize_activations={norm!r}; mdlsae expects "
                               "activations already normalized (set it to 'none')")
@@ -88,6 +98,8 @@ class SAEConfig:
             d.pop("k")
         out = dict(self.extra)
         out.update(d)
+        if out["architecture"] == "relu":  # SAELens's name for it: the directory stays SAELens-loadable
+            out["architecture"] = "standard"
         out.setdefault("dtype", "float32")
         out.setdefault("normalize_activations", "none")
         return out
@@ -133,6 +145,12 @@ class SAE(torch.nn.Module):
         own = dict(sae.named_parameters())
         missing = [k for k in own if k not in weights]
         expect(not missing, f"SAE weights lack {', '.join(missing)} (found {', '.join(sorted(weights))})")
+        # an unknown tensor (e.g. SAELens 5's finetuning_scaling_factor) changes what the SAE
+        # computes: refuse instead of ignoring it
+        unknown = sorted(k for k in weights if k not in own)
+        expect(not unknown, f"SAE weights hold {', '.join(unknown)}, which a {cfg.architecture} SAE of "
+                            f"mdlsae does not use (expected {', '.join(own)}); refusing rather than "
+                            "computing different latents")
         with torch.no_grad():
             for name, p in own.items():
                 w = weights[name]
@@ -189,8 +207,8 @@ class SAE(torch.nn.Module):
         arch = self.cfg.architecture
         if arch == "topk":
             return torch.relu(pre) * topk_mask(pre, self.cfg.k)
-        if arch == "jumprelu":
-            return pre * (pre > self.threshold)
+        if arch == "jumprelu":  # SAELens: ReLU before the threshold (matters for θ < 0)
+            return torch.relu(pre) * (pre > self.threshold)
         return torch.relu(pre)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
