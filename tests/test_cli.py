@@ -89,7 +89,8 @@ def bad_inputs(tmp_path, toy):
     np.save(tmp_path / "nan.npy", np.where(np.arange(toy.x.size).reshape(toy.x.shape) == 77, np.nan, toy.x)
             .astype(np.float32))
     np.save(tmp_path / "inf.npy", np.full((4, 16), np.inf, dtype=np.float32))
-    np.save(tmp_path / "3d.npy", np.zeros((2, 3, 16), dtype=np.float32))
+    np.save(tmp_path / "1d.npy", np.zeros(16, dtype=np.float32))
+    (tmp_path / "adir.npy").mkdir()
     np.save(tmp_path / "d8.npy", np.zeros((5, 8), dtype=np.float32))
     np.save(tmp_path / "int.npy", np.zeros((5, 16), dtype=np.int32))
     (tmp_path / "junk.npy").write_bytes(b"not numpy")
@@ -99,12 +100,13 @@ def bad_inputs(tmp_path, toy):
     return [
         (["nan.npy"], "row 4, column 13 is nan"),
         (["inf.npy"], "must be finite"),
-        (["3d.npy"], "must be 2-D"),
+        (["1d.npy"], r"must be \[rows, d_in\]"),
+        (["adir.npy"], "is a directory"),
         (["d8.npy"], "d_in=8 but the SAE expects d_in=16"),
-        (["int.npy"], "float32 or float16, got int32"),
+        (["int.npy"], "float32, float16 or float64, got int32"),
         (["junk.npy"], "not a readable .npy"),
         (["x.csv"], "unknown activation format"),
-        (["two.safetensors"], "exactly one tensor"),
+        (["two.safetensors"], "holds 2 tensors.*--key"),
         (["missing.npy"], "does not exist"),
         (["acts.npy", "--sae-missing"], "does not exist"),
         (["acts.npy", "--parents", "badpar.npy"], r"parents\[0\] = 99"),

@@ -41,3 +41,18 @@ def set_threads(n: int | None) -> None:
         import torch
 
         torch.set_num_threads(n)
+
+
+def add_acts_argument(p: argparse.ArgumentParser, what: str = "activations") -> None:
+    p.add_argument("acts", metavar="ACTS",
+                   help=f"{what} [N, d_in] (or [..., d_in], read as rows): .npy (float32/16/64, "
+                        "memory-mapped), .safetensors, .npz or .pt")
+    p.add_argument("--key", help="which tensor to read when ACTS holds several (.safetensors, .npz, .pt dict); "
+                                 "default: the only one, or the only floating-point one")
+
+
+def open_acts(args: argparse.Namespace):
+    """The activations named by ``add_acts_argument``'s arguments."""
+    from ..data.acts import Activations
+
+    return Activations(args.acts, key=args.key)

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from . import add_progress_flag, positive_float, positive_int
+from . import add_acts_argument, add_progress_flag, open_acts, positive_float, positive_int
 from ..errors import MdlsaeError
 from ..measure.dl import DEFAULT_BATCH_ROWS, measure_dl
 from ..models.sae import SAE
@@ -17,8 +17,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("dl", help="description length of an SAE's codes of an activation file",
                        description="Encode ACTS with the SAE, quantize the latents with STEP and report "
                                    "the DL estimate (DESIGN §2) beside L0, MSE, FVU and reference costs.")
-    p.add_argument("acts", metavar="ACTS", help="activations [N, d_in]: .npy (float32/float16) or "
-                                                ".safetensors with one 2-D tensor")
+    add_acts_argument(p)
     p.add_argument("--sae", required=True, metavar="SAE_DIR", help="SAE directory in the SAELens layout")
     q = p.add_mutually_exclusive_group(required=True)
     q.add_argument("--step", type=positive_float, help="one quantization step for every latent")
@@ -72,7 +71,7 @@ def load_steps(path: str, d_sae: int) -> np.ndarray:
 def run(args) -> int:
     sae = SAE.load(args.sae)
     step = args.step if args.steps is None else load_steps(args.steps, sae.d_sae)
-    rep = measure_dl(args.acts, sae, step, parents=load_parents(args.parents),
+    rep = measure_dl(open_acts(args), sae, step, parents=load_parents(args.parents),
                      batch_rows=args.batch_rows, progress=args.progress and sys.stderr.isatty(),
                      sae_name=args.sae)
     print(json.dumps(rep.to_dict()) if args.json else rep.table())

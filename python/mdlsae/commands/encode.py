@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from . import add_progress_flag, positive_float, positive_int
+from . import add_acts_argument, add_progress_flag, open_acts, positive_float, positive_int
 from ..codec.api import DEFAULT_CHUNK_ROWS, encode
 from ..models.sae import SAE
 from .dl import load_parents, load_steps
@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
                                    "step per feature (--steps, e.g. from `mdlsae select --per-feature "
                                    "--steps-out`) and code them, feature-major with exact geometric gap "
                                    "models, into FILE.mdl (two streaming passes).")
-    p.add_argument("acts", metavar="ACTS", help="activations [N, d_in]: .npy or .safetensors")
+    add_acts_argument(p)
     p.add_argument("--sae", required=True, metavar="SAE_DIR", help="SAE directory in the SAELens layout")
     p.add_argument("-o", "--output", required=True, metavar="FILE.mdl", help="output file (written atomically)")
     q = p.add_mutually_exclusive_group(required=True)
@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     sae = SAE.load(args.sae)
     step = args.step if args.steps is None else load_steps(args.steps, sae.d_sae)
-    info = encode(args.acts, sae, args.output, step, parents=load_parents(args.parents),
+    info = encode(open_acts(args), sae, args.output, step, parents=load_parents(args.parents),
                   chunk_rows=args.chunk_rows, progress=args.progress and sys.stderr.isatty())
     print(json.dumps(info.to_dict()) if args.json else info.table())
     return 0

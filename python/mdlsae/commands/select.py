@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from . import add_progress_flag, positive_float, positive_int
+from . import add_acts_argument, add_progress_flag, open_acts, positive_float, positive_int
 from ..fileio import atomic_file
 from ..selection.precision import METRICS
 from ..selection.select import CRITERIA, select_sae
@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
                     "stays within EPS (its effective precision) and the DL there; choose the SAE with the "
                     "smallest DL among those meeting EPS. With --per-feature, steps are allocated per "
                     "feature to shrink the DL further at the same EPS.")
-    p.add_argument("acts", metavar="ACTS", help="held-out activations [N, d_in] (.npy or .safetensors)")
+    add_acts_argument(p, "held-out activations")
     p.add_argument("--sae", required=True, nargs="+", metavar="DIR", help="candidate SAE directories")
     p.add_argument("--tolerance", required=True, type=positive_float, metavar="EPS",
                    help="largest acceptable loss of the quantized reconstruction")
@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    sel = select_sae(args.acts, args.sae, args.tolerance, args.metric, args.per_feature, args.criterion,
+    sel = select_sae(open_acts(args), args.sae, args.tolerance, args.metric, args.per_feature, args.criterion,
                      args.max_rows, args.decoder_bits, progress=args.progress and sys.stderr.isatty())
     chosen = sel.chosen
     if args.steps_out and chosen is not None:

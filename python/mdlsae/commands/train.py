@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import add_progress_flag, add_threads_flag, positive_float, positive_int, set_threads
+from . import add_acts_argument, add_progress_flag, add_threads_flag, open_acts, positive_float, positive_int, set_threads
 from ..errors import expect
 
 
@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
                                    "k is the L0 (exact for topk, mean for batchtopk, target for "
                                    "jumprelu and relu). Progress is checkpointed to SAE_DIR.ckpt "
                                    "(periodically and on Ctrl-C); --resume continues from it.")
-    p.add_argument("acts", metavar="ACTS", help="activations [N, d_in]: .npy or .safetensors")
+    add_acts_argument(p)
     p.add_argument("--arch", choices=["topk", "batchtopk", "jumprelu", "relu"], default="topk")
     p.add_argument("--d-sae", type=positive_int, required=True, metavar="D", help="number of latents")
     p.add_argument("--k", type=positive_int, help="L0 (default min(32, d_in/8))")
@@ -49,7 +49,7 @@ def run(args) -> int:
                       normalize=args.normalize, aux_k=args.aux_k, seed=args.seed, device=args.device)
     ckpt = Path(str(Path(args.out)) + ".ckpt")
     expect(not args.resume or ckpt.is_file(), f"--resume: no checkpoint {str(ckpt)!r} to resume from")
-    res = train(args.acts, cfg, progress=args.progress and sys.stderr.isatty(), checkpoint=ckpt,
+    res = train(open_acts(args), cfg, progress=args.progress and sys.stderr.isatty(), checkpoint=ckpt,
                 resume=args.resume, checkpoint_every_s=60 * args.checkpoint_minutes)
     res.sae.cfg.extra["mdlsae_training"] = {"acts": str(args.acts), "arch": args.arch, "seed": args.seed,
                                             **{k: v for k, v in res.stats.items()}}
