@@ -125,6 +125,8 @@ def test_sparsify_errors(tmp_path):
         import_sae(tmp_path / "run")
     with pytest.raises(MdlsaeError, match="transcoder"):
         import_sae(tmp_path / "run" / "layers.1")
+    with pytest.raises(MdlsaeError, match="looks like a sparsify SAE.*mdlsae import"):
+        SAE.load(tmp_path / "run" / "layers.0")
     write_sparsify(tmp_path / "signed", {"k": K, "d_in": D_IN, "signed": True}, w)
     with pytest.raises(MdlsaeError, match="signed"):
         import_sae(tmp_path / "signed")

@@ -206,3 +206,25 @@ def test_relu_saves_as_saelens_standard_and_bool_normalization_reads(tmp_path):
     (tmp_path / "s" / "cfg.json").write_text(json.dumps(cfg))
     back = SAE.load(tmp_path / "s")
     assert back.cfg.architecture == "relu" and back.content_hash() == sae.content_hash()
+
+
+def test_gemma_scope_params_npz(tmp_path):
+    # Gemma Scope's documented encoder (its release tutorial): no b_dec subtracted, ReLU and threshold
+    w = {k: v.numpy() for k, v in saelens_weights().items()}
+    w["threshold"] = np.linspace(-0.2, 0.8, 32, dtype=np.float32)
+    (tmp_path / "layer_3" / "width_32").mkdir(parents=True)
+    np.savez(tmp_path / "layer_3" / "width_32" / "params.npz", **w)
+    x = torch.randn(40, 16)
+    pre = x @ torch.from_numpy(w["W_enc"]) + torch.from_numpy(w["b_enc"])
+    expect = torch.relu(pre) * (pre > torch.from_numpy(w["threshold"]))
+    for path in (tmp_path / "layer_3" / "width_32", tmp_path / "layer_3" / "width_32" / "params.npz"):
+        sae = SAE.load(path)
+        assert sae.cfg.architecture == "jumprelu" and not sae.cfg.apply_b_dec_to_input
+        with torch.no_grad():
+            assert torch.allclose(sae.encode(x), expect, atol=1e-5)
+    del w["threshold"]
+    np.savez(tmp_path / "bad.npz", **w)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "bad.npz").rename(tmp_path / "b" / "params.npz")
+    with pytest.raises(MdlsaeError, match="lack threshold"):
+        SAE.load(tmp_path / "b")

@@ -3,11 +3,13 @@
 A directory holds ``cfg.json`` and ``sae_weights.safetensors`` with ``W_enc [d_in, d_sae]``,
 ``b_enc [d_sae]``, ``W_dec [d_sae, d_in]``, ``b_dec [d_in]`` and, for ``jumprelu``,
 ``threshold [d_sae]``. ``architecture`` is ``topk`` (with ``k``), ``jumprelu`` or ``relu``;
-SAELens's ``standard`` and older ``activation_fn_str`` configs load unchanged. BatchTopK is
-saved as ``jumprelu`` with its inference threshold.
+SAELens's ``standard`` and older ``activation_fn_str`` configs load as SAELens reads them
+(pre-6 TopK included); ``relu`` is saved as ``standard``, BatchTopK as ``jumprelu`` with its
+inference threshold. Gemma Scope's ``params.npz`` loads directly. A config flag or weight tensor
+that would change the latents and that this model does not compute is refused, never ignored.
 
 Forward pass (DESIGN §2): ``pre = (x - b_dec) @ W_enc + b_enc``; ``topk`` keeps the k largest
-entries of a row then applies ReLU, ``jumprelu`` keeps ``pre > threshold``, ``relu`` is
+entries of a row then applies ReLU, ``jumprelu`` is ``relu(pre) * (pre > threshold)``, ``relu`` is
 ``relu(pre)``; ``decode(z) = z @ W_dec + b_dec``.
 """
 
@@ -30,6 +32,7 @@ from ..fileio import atomic_dir
 ARCHITECTURES = ("topk", "jumprelu", "relu")
 CFG_NAME = "cfg.json"
 WEIGHTS_NAME = "sae_weights.safetensors"
+GEMMA_SCOPE_NAME = "params.npz"
 
 
 def topk_mask(pre: torch.Tensor, k: int) -> torch.Tensor:
@@ -163,10 +166,20 @@ class SAE(torch.nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "SAE":
-        """Load an SAE directory in the SAELens layout."""
+        """Load an SAE directory in the SAELens layout, or a Gemma Scope ``params.npz`` (the file
+        or the directory holding it)."""
         path = Path(path)
-        expect(path.is_dir(), f"SAE directory {str(path)!r} does not exist")
+        if path.name == GEMMA_SCOPE_NAME or (path.is_dir() and (path / GEMMA_SCOPE_NAME).is_file()
+                                              and not (path / CFG_NAME).exists()):
+            return cls._from_gemma_scope(path if path.name == GEMMA_SCOPE_NAME else path / GEMMA_SCOPE_NAME).to(device)
+        expect(path.exists(), f"SAE directory {str(path)!r} does not exist")
+        expect(path.is_dir(), f"{str(path)!r} is a file; an SAE is a directory (SAELens layout: {CFG_NAME} + "
+                              f"{WEIGHTS_NAME}) or a Gemma Scope {GEMMA_SCOPE_NAME}")
         cfg_path, w_path = path / CFG_NAME, path / WEIGHTS_NAME
+        other = next((lib for name, lib in (("ae.pt", "dictionary_learning"), ("sae.safetensors", "sparsify"))
+                      if (path / name).is_file()), None)
+        expect(other is None, f"{str(path)!r} looks like a {other} SAE; convert it first: "
+                              f"mdlsae import {path} -o SAE_DIR")
         expect(cfg_path.is_file(), f"{str(path)!r} has no {CFG_NAME} (expected the SAELens layout)")
         expect(w_path.is_file(), f"{str(path)!r} has no {WEIGHTS_NAME} (expected the SAELens layout)")
         try:
@@ -178,6 +191,24 @@ class SAE(torch.nn.Module):
         except Exception as e:  # safetensors raises its own error types
             raise MdlsaeError(f"cannot read {w_path}: {e}") from None
         return cls.from_weights(cfg, weights).to(device)
+
+    @classmethod
+    def _from_gemma_scope(cls, path: Path) -> "SAE":
+        """Gemma Scope's release format: a JumpReLU SAE in ``params.npz`` (``W_enc [d_in, d_sae]``,
+        ``W_dec``, ``b_enc``, ``b_dec``, ``threshold``) whose encoder reads x itself:
+        ``relu(x @ W_enc + b_enc) * (pre > threshold)`` (no b_dec subtracted)."""
+        expect(path.is_file(), f"{path} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                weights = {k: torch.from_numpy(np.array(z[k], dtype=np.float32)) for k in z.files}
+        except Exception as e:
+            raise MdlsaeError(f"{path}: not a readable Gemma Scope params.npz ({e})") from None
+        expect("W_enc" in weights and weights["W_enc"].ndim == 2,
+               f"{path}: expected Gemma Scope keys W_enc, W_dec, b_enc, b_dec, threshold; found {', '.join(weights)}")
+        d_in, d_sae = weights["W_enc"].shape
+        cfg = SAEConfig("jumprelu", d_in=int(d_in), d_sae=int(d_sae), apply_b_dec_to_input=False,
+                        extra={"source": "gemma-scope params.npz"})
+        return cls.from_weights(cfg, weights)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``cfg.json`` + ``sae_weights.safetensors`` atomically (the directory appears
