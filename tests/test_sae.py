@@ -72,10 +72,10 @@ def test_apply_b_dec_to_input_respected(tmp_path):
 
 
 @pytest.mark.parametrize("mutate, match", [
-    (lambda c, w: w.pop("b_enc"), "lack b_enc"),
+    (lambda c, w: w.pop("b_enc"), "lacks b_enc"),
     (lambda c, w: w.__setitem__("W_dec", torch.zeros(8, 20)), r"W_dec must have shape \[20, 8\]"),
-    (lambda c, w: c.__setitem__("architecture", "gated"), "unsupported SAE architecture 'gated'"),
-    (lambda c, w: c.__setitem__("normalize_activations", "layer_norm"), "normalize_activations"),
+    (lambda c, w: c.__setitem__("architecture", "matching_pursuit"), "unsupported SAELens architecture 'matching_pursuit'"),
+    (lambda c, w: c.__setitem__("normalize_activations", "covariance_whitening"), "normalize_activations"),
     (lambda c, w: c.update(architecture="topk", k=99), "k=99"),
     (lambda c, w: w.__setitem__("b_dec", torch.full((8,), float("nan"))), "NaN"),
 ])
@@ -172,7 +172,7 @@ def test_jumprelu_negative_threshold_is_relu_before_threshold(tmp_path):
     assert bool((z >= 0).all())
 
 
-@pytest.mark.parametrize("flag", ["rescale_acts_by_decoder_norm", "signed", "transcode"])
+@pytest.mark.parametrize("flag", ["signed", "transcode"])
 def test_config_flags_that_change_latents_are_refused(tmp_path, flag):
     cfg = {"architecture": "topk", "k": 4, "d_in": 16, "d_sae": 32, flag: True}
     path = write_saelens(tmp_path / "s", cfg, saelens_weights())
@@ -184,10 +184,10 @@ def test_config_flags_that_change_latents_are_refused(tmp_path, flag):
 
 
 def test_unknown_weight_tensor_is_refused(tmp_path):
-    # SAELens 5's finetuning_scaling_factor rescales the latents before decoding
-    w = dict(saelens_weights(), finetuning_scaling_factor=torch.full((32,), 2.0))
-    cfg = {"architecture": "standard", "d_in": 16, "d_sae": 32, "finetuning_scaling_factor": True}
-    with pytest.raises(MdlsaeError, match="finetuning_scaling_factor.*refusing"):
+    # e.g. an older JumpReLU training checkpoint's log_threshold: never silently ignored
+    w = dict(saelens_weights(), log_threshold=torch.zeros(32))
+    cfg = {"architecture": "standard", "d_in": 16, "d_sae": 32}
+    with pytest.raises(MdlsaeError, match="log_threshold.*refusing"):
         SAE.load(write_saelens(tmp_path / "s", cfg, w))
 
 
@@ -226,5 +226,5 @@ def test_gemma_scope_params_npz(tmp_path):
     np.savez(tmp_path / "bad.npz", **w)
     (tmp_path / "b").mkdir()
     (tmp_path / "bad.npz").rename(tmp_path / "b" / "params.npz")
-    with pytest.raises(MdlsaeError, match="lack threshold"):
+    with pytest.raises(MdlsaeError, match="lacks threshold"):
         SAE.load(tmp_path / "b")

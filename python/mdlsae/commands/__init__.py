@@ -46,9 +46,10 @@ def set_threads(n: int | None) -> None:
 def add_acts_argument(p: argparse.ArgumentParser, what: str = "activations") -> None:
     p.add_argument("acts", metavar="ACTS",
                    help=f"{what} [N, d_in] (or [..., d_in], read as rows): .npy (float32/16/64, "
-                        "memory-mapped), .safetensors, .npz or .pt")
-    p.add_argument("--key", help="which tensor to read when ACTS holds several (.safetensors, .npz, .pt dict); "
-                                 "default: the only one, or the only floating-point one")
+                        "memory-mapped), .safetensors, .npz, .pt, a datasets .arrow shard, or a directory "
+                        "or quoted glob of shards (SAELens's activation cache folder included)")
+    p.add_argument("--key", help="which tensor (or Arrow column, e.g. a hook name) to read when ACTS holds "
+                                 "several; default: the only one, or the only floating-point one")
 
 
 def open_acts(args: argparse.Namespace):

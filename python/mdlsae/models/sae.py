@@ -2,15 +2,18 @@
 
 A directory holds ``cfg.json`` and ``sae_weights.safetensors`` with ``W_enc [d_in, d_sae]``,
 ``b_enc [d_sae]``, ``W_dec [d_sae, d_in]``, ``b_dec [d_in]`` and, for ``jumprelu``,
-``threshold [d_sae]``. ``architecture`` is ``topk`` (with ``k``), ``jumprelu`` or ``relu``;
-SAELens's ``standard`` and older ``activation_fn_str`` configs load as SAELens reads them
-(pre-6 TopK included); ``relu`` is saved as ``standard``, BatchTopK as ``jumprelu`` with its
-inference threshold. Gemma Scope's ``params.npz`` loads directly. A config flag or weight tensor
-that would change the latents and that this model does not compute is refused, never ignored.
+``threshold [d_sae]``. ``architecture`` is ``topk`` (with ``k``), ``jumprelu`` or ``relu`` (saved
+as SAELens's ``standard``), so every directory written here loads in SAELens. Every other
+format (SAELens's other architectures and versions, the Gemma/Llama/Qwen Scope releases,
+dictionary_learning, sparsify) is folded exactly into these three by its reader in this package
+(:mod:`.formats`), or refused.
 
-Forward pass (DESIGN §2): ``pre = (x - b_dec) @ W_enc + b_enc``; ``topk`` keeps the k largest
-entries of a row then applies ReLU, ``jumprelu`` is ``relu(pre) * (pre > threshold)``, ``relu`` is
-``relu(pre)``; ``decode(z) = z @ W_dec + b_dec``.
+Forward pass (DESIGN §2): ``pre = (norm(x) - b_dec) @ W_enc + b_enc``; ``topk`` keeps the k
+largest entries of a row then applies ReLU, ``jumprelu`` is ``relu(pre) * (pre > threshold)``,
+``relu`` is ``relu(pre)``; ``decode(z) = z @ W_dec + b_dec``. ``norm`` is the identity except for
+SAELens's per-row ``constant_norm_rescale`` and ``layer_norm``, whose inverse needs each row's
+statistics: such SAEs encode and decode here, but the codec refuses them (a file would have to
+carry those statistics).
 """
 
 from __future__ import annotations
@@ -24,15 +27,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from ..errors import MdlsaeError, expect
+from ..errors import expect
 from ..fileio import atomic_dir
 
 ARCHITECTURES = ("topk", "jumprelu", "relu")
+NORMALIZATIONS = ("none", "constant_norm_rescale", "layer_norm")
 CFG_NAME = "cfg.json"
 WEIGHTS_NAME = "sae_weights.safetensors"
-GEMMA_SCOPE_NAME = "params.npz"
 
 
 def topk_mask(pre: torch.Tensor, k: int) -> torch.Tensor:
@@ -48,6 +51,7 @@ class SAEConfig:
     d_sae: int
     k: int | None = None
     apply_b_dec_to_input: bool = True
+    normalize_activations: str = "none"
     extra: dict[str, Any] = field(default_factory=dict)  # other cfg.json keys, kept on save
 
     def __post_init__(self) -> None:
@@ -55,45 +59,13 @@ class SAEConfig:
                f"architecture must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}")
         expect(int(self.d_in) > 0 and int(self.d_sae) > 0,
                f"d_in and d_sae must be positive, got d_in={self.d_in}, d_sae={self.d_sae}")
+        expect(self.normalize_activations in NORMALIZATIONS,
+               f"normalize_activations must be one of {', '.join(NORMALIZATIONS)}, "
+               f"got {self.normalize_activations!r}")
         if self.architecture == "topk":
             expect(self.k is not None and 1 <= int(self.k) <= int(self.d_sae),
                    f"topk needs 1 <= k <= d_sae={self.d_sae}, got k={self.k}")
             self.k = int(self.k)
-
-    @classmethod
-    def from_dict(cls, cfg: dict[str, Any]) -> "SAEConfig":
-        cfg = dict(cfg)
-        arch = cfg.pop("architecture", None)
-        act = cfg.get("activation_fn_str", cfg.get("activation_fn"))
-        kwargs = cfg.get("activation_fn_kwargs") or {}
-        if arch in (None, "standard"):
-            # SAELens < 6 stored TopK as "standard" with activation_fn(_str) "topk" (and < 5 wrote
-            # no architecture at all); SAELens converts these itself when it loads them
-            expect(act in (None, "relu", "topk"),
-                   f"cfg.json asks for activation function {act!r}; mdlsae reads relu and topk SAEs")
-            arch = "topk" if act == "topk" else "relu"
-        if arch not in ARCHITECTURES:
-            raise MdlsaeError(f"unsupported SAE architecture {arch!r}; mdlsae reads "
-                              f"{', '.join(ARCHITECTURES)} (and SAELens 'standard')")
-        k = cfg.pop("k", None)
-        if k is None and arch == "topk":
-            k = kwargs.get("k")
-        for key in ("d_in", "d_sae"):
-            expect(key in cfg, f"cfg.json has no {key!r}")
-        for flag, meaning in (("rescale_acts_by_decoder_norm", "latents scaled by the decoder row norms"),
-                              ("signed", "signed latents"), ("transcode", "a transcoder")):
-            expect(not cfg.get(flag), f"cfg.json sets {flag}={cfg.get(flag)!r} ({meaning}); mdlsae's "
-                                      "SAE model does not compute that, so it refuses rather than give "
-                                      "different latents (fold it into the weights first)")
-        norm = cfg.get("normalize_activations")
-        if norm is False:  # SAELens 4 wrote a bool
-            norm = None
-        if norm not in (None, "none"):
-            raise MdlsaeError(f"cfg.json asks for normalize_activations={norm!r}; mdlsae expects "
-                              "activations already normalized (set it to 'none')")
-        return cls(architecture=arch, d_in=int(cfg.pop("d_in")), d_sae=int(cfg.pop("d_sae")),
-                   k=None if k is None else int(k),
-                   apply_b_dec_to_input=bool(cfg.pop("apply_b_dec_to_input", True)), extra=cfg)
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k != "extra"}
@@ -104,7 +76,6 @@ class SAEConfig:
         if out["architecture"] == "relu":  # SAELens's name for it: the directory stays SAELens-loadable
             out["architecture"] = "standard"
         out.setdefault("dtype", "float32")
-        out.setdefault("normalize_activations", "none")
         return out
 
 
@@ -143,15 +114,14 @@ class SAE(torch.nn.Module):
         return sae
 
     @classmethod
-    def from_weights(cls, cfg: SAEConfig, weights: dict[str, torch.Tensor]) -> "SAE":
+    def from_weights(cls, cfg: SAEConfig, weights: dict[str, torch.Tensor], where: str = "SAE weights") -> "SAE":
         sae = cls(cfg)
         own = dict(sae.named_parameters())
         missing = [k for k in own if k not in weights]
-        expect(not missing, f"SAE weights lack {', '.join(missing)} (found {', '.join(sorted(weights))})")
-        # an unknown tensor (e.g. SAELens 5's finetuning_scaling_factor) changes what the SAE
-        # computes: refuse instead of ignoring it
+        expect(not missing, f"{where} lack {', '.join(missing)} (found {', '.join(sorted(weights))})")
+        # an unknown tensor changes what the SAE computes: refuse instead of ignoring it
         unknown = sorted(k for k in weights if k not in own)
-        expect(not unknown, f"SAE weights hold {', '.join(unknown)}, which a {cfg.architecture} SAE of "
+        expect(not unknown, f"{where} hold {', '.join(unknown)}, which a {cfg.architecture} SAE of "
                             f"mdlsae does not use (expected {', '.join(own)}); refusing rather than "
                             "computing different latents")
         with torch.no_grad():
@@ -166,49 +136,12 @@ class SAE(torch.nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "SAE":
-        """Load an SAE directory in the SAELens layout, or a Gemma Scope ``params.npz`` (the file
-        or the directory holding it)."""
-        path = Path(path)
-        if path.name == GEMMA_SCOPE_NAME or (path.is_dir() and (path / GEMMA_SCOPE_NAME).is_file()
-                                              and not (path / CFG_NAME).exists()):
-            return cls._from_gemma_scope(path if path.name == GEMMA_SCOPE_NAME else path / GEMMA_SCOPE_NAME).to(device)
-        expect(path.exists(), f"SAE directory {str(path)!r} does not exist")
-        expect(path.is_dir(), f"{str(path)!r} is a file; an SAE is a directory (SAELens layout: {CFG_NAME} + "
-                              f"{WEIGHTS_NAME}) or a Gemma Scope {GEMMA_SCOPE_NAME}")
-        cfg_path, w_path = path / CFG_NAME, path / WEIGHTS_NAME
-        other = next((lib for name, lib in (("ae.pt", "dictionary_learning"), ("sae.safetensors", "sparsify"))
-                      if (path / name).is_file()), None)
-        expect(other is None, f"{str(path)!r} looks like a {other} SAE; convert it first: "
-                              f"mdlsae import {path} -o SAE_DIR")
-        expect(cfg_path.is_file(), f"{str(path)!r} has no {CFG_NAME} (expected the SAELens layout)")
-        expect(w_path.is_file(), f"{str(path)!r} has no {WEIGHTS_NAME} (expected the SAELens layout)")
-        try:
-            cfg = SAEConfig.from_dict(json.loads(cfg_path.read_text()))
-        except json.JSONDecodeError as e:
-            raise MdlsaeError(f"{cfg_path} is not valid JSON: {e}") from None
-        try:
-            weights = load_file(str(w_path))
-        except Exception as e:  # safetensors raises its own error types
-            raise MdlsaeError(f"cannot read {w_path}: {e}") from None
-        return cls.from_weights(cfg, weights).to(device)
+        """Load an SAE: a SAELens directory (any version; ours is one), or a Gemma Scope,
+        Gemma Scope 2, Llama Scope or Qwen Scope release folder or file. dictionary_learning
+        and sparsify SAEs go through ``mdlsae import`` (:func:`mdlsae.models.formats.import_sae`)."""
+        from .formats import read_direct  # the readers build SAEs: imported here, not at module load
 
-    @classmethod
-    def _from_gemma_scope(cls, path: Path) -> "SAE":
-        """Gemma Scope's release format: a JumpReLU SAE in ``params.npz`` (``W_enc [d_in, d_sae]``,
-        ``W_dec``, ``b_enc``, ``b_dec``, ``threshold``) whose encoder reads x itself:
-        ``relu(x @ W_enc + b_enc) * (pre > threshold)`` (no b_dec subtracted)."""
-        expect(path.is_file(), f"{path} does not exist")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                weights = {k: torch.from_numpy(np.array(z[k], dtype=np.float32)) for k in z.files}
-        except Exception as e:
-            raise MdlsaeError(f"{path}: not a readable Gemma Scope params.npz ({e})") from None
-        expect("W_enc" in weights and weights["W_enc"].ndim == 2,
-               f"{path}: expected Gemma Scope keys W_enc, W_dec, b_enc, b_dec, threshold; found {', '.join(weights)}")
-        d_in, d_sae = weights["W_enc"].shape
-        cfg = SAEConfig("jumprelu", d_in=int(d_in), d_sae=int(d_sae), apply_b_dec_to_input=False,
-                        extra={"source": "gemma-scope params.npz"})
-        return cls.from_weights(cfg, weights)
+        return read_direct(Path(path)).to(device)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``cfg.json`` + ``sae_weights.safetensors`` atomically (the directory appears
@@ -228,7 +161,38 @@ class SAE(torch.nn.Module):
     def d_sae(self) -> int:
         return self.cfg.d_sae
 
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """SAELens's run-time input normalisation (identity unless per-row)."""
+        norm = self.cfg.normalize_activations
+        if norm == "constant_norm_rescale":
+            return x * (self.cfg.d_in ** 0.5 / x.norm(dim=-1, keepdim=True))
+        if norm == "layer_norm":
+            x = x - x.mean(dim=-1, keepdim=True)
+            return x / (x.std(dim=-1, keepdim=True) + 1e-5)
+        return x
+
+    def denormalize(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Map a decoder output back to the scale of the rows ``x`` it was encoded from
+        (SAELens's inverse: it multiplies by the std without the 1e-5)."""
+        norm = self.cfg.normalize_activations
+        if norm == "constant_norm_rescale":
+            return y * (x.norm(dim=-1, keepdim=True) / self.cfg.d_in ** 0.5)
+        if norm == "layer_norm":
+            mu = x.mean(dim=-1, keepdim=True)
+            return y * (x - mu).std(dim=-1, keepdim=True) + mu
+        return y
+
+    def expect_codable(self) -> None:
+        """The codec reconstructs a row from its codes alone: refuse an SAE whose output also
+        needs the row's own statistics."""
+        norm = self.cfg.normalize_activations
+        expect(norm == "none", f"this SAE normalises each input row (normalize_activations={norm!r}); "
+                               "its reconstruction needs each row's statistics, which mdlsae's codec "
+                               "does not store, so it cannot measure or code it. Normalise the "
+                               "activations yourself and save the SAE with normalize_activations 'none'")
+
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(x)
         if self.cfg.apply_b_dec_to_input:
             x = x - self.b_dec
         return x @ self.W_enc + self.b_enc
@@ -245,15 +209,23 @@ class SAE(torch.nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.activation(self.pre_acts(x))
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return z @ self.W_dec + self.b_dec
+    def decode(self, z: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """``z @ W_dec + b_dec``; for an SAE that normalises each row, pass the rows ``x`` that
+        ``z`` came from to get the output at their scale."""
+        y = z @ self.W_dec + self.b_dec
+        if self.cfg.normalize_activations == "none":
+            return y
+        expect(x is not None, "this SAE normalises each input row: decode(z, x) needs the rows x")
+        return self.denormalize(y, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
+        return self.decode(self.encode(x), x)
 
     def selection(self) -> tuple[int, np.ndarray | None]:
         """(k, threshold) for the native kernel: k > 0 for TopK, else the per-feature threshold
-        (None meaning 0, i.e. ReLU)."""
+        (None meaning 0, i.e. ReLU). Every codec path starts here, so this is where an SAE the
+        codec cannot reconstruct is refused."""
+        self.expect_codable()
         if self.cfg.architecture == "topk":
             return self.cfg.k, None
         if self.cfg.architecture == "jumprelu":
@@ -265,6 +237,8 @@ class SAE(torch.nn.Module):
         h = hashlib.sha256()
         h.update(json.dumps({"architecture": self.cfg.architecture, "k": self.cfg.k,
                              "apply_b_dec_to_input": self.cfg.apply_b_dec_to_input}).encode())
+        if self.cfg.normalize_activations != "none":  # hashes of existing files stay unchanged
+            h.update(self.cfg.normalize_activations.encode())
         for name, p in sorted(self.named_parameters()):
             t = p.detach().to("cpu", torch.float32).contiguous()
             h.update(name.encode())
