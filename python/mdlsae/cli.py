@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "memory", None) is not None:
+            from .budget import set_budget
+
+            set_budget(args.memory)
         return int(args.run(args) or 0)
     except MdlsaeError as e:
         print(f"mdlsae: error: {e}", file=sys.stderr)

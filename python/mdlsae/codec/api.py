@@ -1,19 +1,20 @@
 """Encode activation datasets to ``.mdl`` files and back (DESIGN §3–4).
 
-``encode`` makes two streaming passes over the activations: the first gathers the per-feature
-counts (the entropy model, stored in the header), the second codes row chunks with the native
-rANS coder and writes them as they come, so memory stays bounded for files larger than RAM.
+``encode`` runs the SAE once over the activations, gathering the per-feature counts (the
+entropy model, stored in the header) and keeping the compact codes, then codes row chunks with
+the native rANS coder and writes them as they come; memory stays within the budget
+(mdlsae.budget) for files larger than RAM and dictionaries of any width.
 ``decode`` returns the quantized codes (all rows or a row range) and, given the SAE, the
 reconstruction. ``inspect`` reports the file's bits beside the entropy estimate.
 
 >>> import torch, tempfile, os
->>> from mdlsae.sae import SAE, SAEConfig
+>>> from mdlsae.models.sae import SAE, SAEConfig
 >>> sae = SAE.random(SAEConfig("topk", d_in=8, d_sae=32, k=3), seed=0)
 >>> x = torch.randn(1000, 8)
 >>> path = os.path.join(tempfile.mkdtemp(), "a.mdl")
 >>> info = encode(x, sae, path, step=0.1)
 >>> dec = decode(path, sae)
->>> from mdlsae.kernels import select_quantize
+>>> from mdlsae.measure.kernels import select_quantize
 >>> dec.codes == select_quantize(sae.pre_acts(x).detach(), k=3, step=0.1)
 True
 """
@@ -34,10 +35,11 @@ from ..data.acts import as_activations
 from ..measure.codes import SparseCodes, steps_tensor
 from .container import MdlFile, MdlWriter, pack_header
 from ..measure.entropy import FeatureStats, naive_bits_per_row
+from ..budget import budget_bytes, rows_for
 from ..errors import MdlsaeError, expect
 from ..fileio import atomic_file
-from ..measure.kernels import select_quantize
 from ..measure.dl import scan, step_summary
+from ..measure.store import CodeStore
 from ..models.sae import SAE
 
 DEFAULT_CHUNK_ROWS = 16384
@@ -125,42 +127,45 @@ class MdlInfo:
 
 def encode(acts, sae: SAE, out: str | os.PathLike, step, parents=None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
            features_per_stream: int = 0, progress: bool = False) -> MdlInfo:
-    """Encode ``acts`` with ``sae`` at quantization ``step`` into the file ``out``."""
+    """Encode ``acts`` with ``sae`` at quantization ``step`` into the file ``out``.
+
+    The SAE runs once per row: the first pass counts (the entropy model goes in the header)
+    and keeps the codes in a :class:`~mdlsae.measure.store.CodeStore` (half the memory budget
+    in memory, the rest spilled beside ``out``); the second codes them in parallel chunks."""
     acts = as_activations(acts)
     expect(chunk_rows > 0, f"chunk_rows must be positive, got {chunk_rows}")
     st = steps_tensor(step, sae.d_sae)
-    # Both passes must see identical batches so that the codes (and so the counts) agree.
-    batch_rows = chunk_rows * max(1, min(8, _C.num_threads()))
-    stats, _ = scan(acts, sae, step, parents, batch_rows=batch_rows, progress=progress)
-    model = build_model(stats)
-    per_feature = st.dim() == 1
-    meta = {"format": "mdlsae", "writer": f"mdlsae {__version__}", "d_in": sae.d_in, "d_sae": sae.d_sae,
-            "n_rows": acts.n_rows, "chunk_rows": chunk_rows, "features_per_stream": int(features_per_stream),
-            "architecture": sae.cfg.architecture, "k": sae.cfg.k, "sae_sha256": sae.content_hash(),
-            "per_feature_steps": per_feature, "step": None if per_feature else float(st),
-            "has_parents": stats.parents is not None, "model_bytes": 0,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    blob = model.pack()
-    meta["model_bytes"] = len(blob)
-    header = pack_header(meta, blob, st.numpy() if per_feature else None)
-    k, threshold = sae.selection()
-    n_chunks = -(-acts.n_rows // chunk_rows)
-    bar = tqdm(total=acts.n_rows, unit="row", unit_scale=True, disable=not progress, desc="encode")
-    with atomic_file(out) as f, torch.no_grad():
-        w = MdlWriter(f, header, n_chunks)
-        for start in range(0, acts.n_rows, batch_rows):
-            x = acts.rows(start, min(start + batch_rows, acts.n_rows))
-            codes = select_quantize(sae.pre_acts(x), k=k, threshold=threshold, step=step)
-            try:
+    half = budget_bytes() // 2
+    spill_dir = os.path.dirname(os.path.abspath(os.fspath(out)))
+    with CodeStore(sae.d_sae, half, spill_dir) as store:
+        stats, _ = scan(acts, sae, step, parents, batch_rows=rows_for(sae.row_bytes(), half), progress=progress,
+                        on_codes=store.append)
+        model = build_model(stats)
+        per_feature = st.dim() == 1
+        meta = {"format": "mdlsae", "writer": f"mdlsae {__version__}", "d_in": sae.d_in, "d_sae": sae.d_sae,
+                "n_rows": acts.n_rows, "chunk_rows": chunk_rows, "features_per_stream": int(features_per_stream),
+                "architecture": sae.cfg.architecture, "k": sae.cfg.k, "sae_sha256": sae.content_hash(),
+                "per_feature_steps": per_feature, "step": None if per_feature else float(st),
+                "has_parents": stats.parents is not None, "model_bytes": 0,
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        blob = model.pack()
+        meta["model_bytes"] = len(blob)
+        header = pack_header(meta, blob, st.numpy() if per_feature else None)
+        n_chunks = -(-acts.n_rows // chunk_rows)
+        group = chunk_rows * max(1, _C.num_threads())  # chunks coded in parallel per call
+        bar = tqdm(total=acts.n_rows, unit="row", unit_scale=True, disable=not progress, desc="code")
+        with atomic_file(out) as f:
+            w = MdlWriter(f, header, n_chunks)
+            for start in range(0, acts.n_rows, group):
+                stop = min(start + group, acts.n_rows)
+                codes = store.rows(start, stop)
                 payloads = _C.encode_chunks(model, codes.row_ptr, codes.index, codes.q, chunk_rows,
                                             int(features_per_stream))
-            except ValueError as e:  # the second pass disagrees with the first
-                raise MdlsaeError(f"{acts.name}: activations changed between the two encoding passes ({e})") from None
-            for i, p in enumerate(payloads):
-                w.add_chunk(p, min(chunk_rows, x.shape[0] - i * chunk_rows))
-            bar.update(x.shape[0])
-        w.finish()
-    bar.close()
+                for i, p in enumerate(payloads):
+                    w.add_chunk(p, min(chunk_rows, stop - start - i * chunk_rows))
+                bar.update(stop - start)
+            w.finish()
+        bar.close()
     return inspect(out)
 
 

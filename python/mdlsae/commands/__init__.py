@@ -31,6 +31,24 @@ def add_progress_flag(p: argparse.ArgumentParser) -> None:
                    help="do not show progress bars")
 
 
+def memory_size(text: str) -> str:
+    from ..budget import parse_bytes
+    from ..errors import MdlsaeError
+
+    try:
+        parse_bytes(text)
+    except MdlsaeError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def add_memory_flag(p: argparse.ArgumentParser) -> None:
+    """``--memory``: the byte budget of every batch's dense intermediates (mdlsae.budget)."""
+    p.add_argument("--memory", type=memory_size, metavar="BYTES",
+                   help="memory budget for batches, e.g. 256M (default) or 4G; also the MDLSAE_MEMORY "
+                        "environment variable. Peak memory is about the SAE's weights plus this")
+
+
 def add_threads_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int,
                    help="torch CPU threads (default: torch's choice; 1 is fastest on a busy machine)")

@@ -8,9 +8,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import add_progress_flag
+from . import add_memory_flag, add_progress_flag
 from ..codec.api import check_sae, decode_file
 from ..codec.container import MdlFile
+from ..budget import rows_for
 from ..fileio import atomic_file
 from ..models.sae import SAE
 
@@ -20,6 +21,7 @@ def add_parser(sub) -> None:
     p.add_argument("file", metavar="FILE.mdl")
     p.add_argument("--sae", required=True, metavar="SAE_DIR", help="the SAE the file was encoded with")
     p.add_argument("-o", "--output", required=True, metavar="RECON.npy", help="float32 [N, d_in], written atomically")
+    add_memory_flag(p)
     add_progress_flag(p)
     p.set_defaults(run=run)
 
@@ -29,7 +31,9 @@ def run(args) -> int:
     with MdlFile(args.file) as f:
         check_sae(f, sae)
         n, d = f.n_rows, sae.d_in
-        step = f.chunk_rows * 8
+        # reconstructed rows, float32, plus their codes: whole chunks where the budget allows
+        step = rows_for(4 * d + 16 * max(1, f.model.counts()["active"].sum() // max(n, 1)))
+        step = step // f.chunk_rows * f.chunk_rows or step
         bar = tqdm(total=n, unit="row", unit_scale=True, desc="decode",
                    disable=not (args.progress and sys.stderr.isatty()))
         with atomic_file(args.output) as out, torch.no_grad():

@@ -7,9 +7,9 @@ import sys
 
 import numpy as np
 
-from . import add_acts_argument, add_progress_flag, open_acts, positive_float, positive_int
+from . import add_acts_argument, add_memory_flag, add_progress_flag, open_acts, positive_float
 from ..errors import MdlsaeError
-from ..measure.dl import DEFAULT_BATCH_ROWS, measure_dl
+from ..measure.dl import measure_dl
 from ..models.sae import SAE
 
 
@@ -26,8 +26,8 @@ def add_parser(sub) -> None:
                         "--per-feature --steps-out`)")
     p.add_argument("--parents", metavar="PARENTS.npy",
                    help="int64 [d_sae] forest: -1 for roots; children are coded given their parent")
-    p.add_argument("--batch-rows", type=positive_int, default=DEFAULT_BATCH_ROWS, help="rows per batch")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_memory_flag(p)
     add_progress_flag(p)
     p.set_defaults(run=run)
 
@@ -72,7 +72,7 @@ def run(args) -> int:
     sae = SAE.load(args.sae)
     step = args.step if args.steps is None else load_steps(args.steps, sae.d_sae)
     rep = measure_dl(open_acts(args), sae, step, parents=load_parents(args.parents),
-                     batch_rows=args.batch_rows, progress=args.progress and sys.stderr.isatty(),
+                     progress=args.progress and sys.stderr.isatty(),
                      sae_name=args.sae)
     print(json.dumps(rep.to_dict()) if args.json else rep.table())
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from . import add_acts_argument, add_progress_flag, open_acts, positive_float, positive_int
+from . import add_acts_argument, add_memory_flag, add_progress_flag, open_acts, positive_float, positive_int
 from ..codec.api import DEFAULT_CHUNK_ROWS, encode
 from ..models.sae import SAE
 from .dl import load_parents, load_steps
@@ -16,7 +16,8 @@ def add_parser(sub) -> None:
                        description="Quantize the SAE latents of ACTS with one global STEP (--step) or one "
                                    "step per feature (--steps, e.g. from `mdlsae select --per-feature "
                                    "--steps-out`) and code them, feature-major with exact geometric gap "
-                                   "models, into FILE.mdl (two streaming passes).")
+                                   "models, into FILE.mdl (the SAE runs once per row; its codes are kept between "
+                                   "the counting and the coding pass, within --memory).")
     add_acts_argument(p)
     p.add_argument("--sae", required=True, metavar="SAE_DIR", help="SAE directory in the SAELens layout")
     p.add_argument("-o", "--output", required=True, metavar="FILE.mdl", help="output file (written atomically)")
@@ -28,6 +29,7 @@ def add_parser(sub) -> None:
     p.add_argument("--chunk-rows", type=positive_int, default=DEFAULT_CHUNK_ROWS,
                    help=f"rows per independently decodable chunk (default {DEFAULT_CHUNK_ROWS})")
     p.add_argument("--json", action="store_true", help="print the file summary as JSON")
+    add_memory_flag(p)
     add_progress_flag(p)
     p.set_defaults(run=run)
 

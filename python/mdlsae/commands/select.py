@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from . import add_acts_argument, add_progress_flag, open_acts, positive_float, positive_int
+from . import add_acts_argument, add_memory_flag, add_progress_flag, open_acts, positive_float, positive_int
 from ..fileio import atomic_file
 from ..selection.precision import METRICS
 from ..selection.select import CRITERIA, select_sae
@@ -34,6 +34,7 @@ def add_parser(sub) -> None:
     p.add_argument("--max-rows", type=positive_int, help="evaluate on the first N rows only (default all)")
     p.add_argument("--steps-out", metavar="STEPS.npy", help="save the chosen SAE's step(s) as float32 .npy")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_memory_flag(p)
     add_progress_flag(p)
     p.set_defaults(run=run)
 

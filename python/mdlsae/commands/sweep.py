@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from . import add_progress_flag, positive_float, positive_int
+from . import add_memory_flag, add_progress_flag, positive_float, positive_int
 from ..errors import MdlsaeError
 from ..selection.precision import METRICS
 
@@ -34,6 +34,7 @@ def add_parser(sub) -> None:
     p.add_argument("--image-shape", nargs=2, type=positive_int, metavar=("H", "W"),
                    help="draw decoder rows as H x W images")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    add_memory_flag(p)
     add_progress_flag(p)
     p.set_defaults(run=run)
 

@@ -6,7 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from . import add_acts_argument, add_progress_flag, add_threads_flag, open_acts, positive_float, positive_int, set_threads
+from . import (add_acts_argument, add_memory_flag, add_progress_flag, add_threads_flag, open_acts, positive_float,
+               positive_int, set_threads)
 from ..errors import expect
 
 
@@ -35,6 +36,7 @@ def add_parser(sub) -> None:
                    help="minutes between checkpoints (default 5)")
     p.add_argument("--json", action="store_true", help="print the final statistics as JSON")
     add_threads_flag(p)
+    add_memory_flag(p)
     add_progress_flag(p)
     p.set_defaults(run=run)
 

@@ -5,6 +5,6 @@ two-part accounting (``twopart``) and the streaming measurement of an SAE on a d
 (``dl``: :func:`measure_dl`). Imports the models and data layers and the base modules.
 """
 
-from .dl import DEFAULT_BATCH_ROWS, DLReport, ErrorStats, measure_dl, report, scan, step_summary
+from .dl import DLReport, ErrorStats, measure_dl, report, scan, step_summary
 
-__all__ = ["DEFAULT_BATCH_ROWS", "DLReport", "ErrorStats", "measure_dl", "report", "scan", "step_summary"]
+__all__ = ["DLReport", "ErrorStats", "measure_dl", "report", "scan", "step_summary"]

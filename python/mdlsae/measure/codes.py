@@ -64,6 +64,26 @@ class SparseCodes:
         out = torch.nn.functional.embedding_bag(idx, W_dec, offsets, mode="sum", per_sample_weights=w)
         return out + b_dec
 
+    def slice(self, start: int, stop: int) -> "SparseCodes":
+        """Rows [start, stop) (views of this object's arrays, row_ptr rebased)."""
+        lo, hi = int(self.row_ptr[start]), int(self.row_ptr[stop])
+        return SparseCodes(self.row_ptr[start:stop + 1] - lo, self.index[lo:hi], self.q[lo:hi], self.d_sae)
+
+    @staticmethod
+    def concat(parts: list["SparseCodes"], d_sae: int) -> "SparseCodes":
+        """The rows of ``parts`` one after another."""
+        if len(parts) == 1:
+            return parts[0]
+        counts = [np.diff(p.row_ptr) for p in parts]
+        row_ptr = np.zeros(sum(len(c) for c in counts) + 1, dtype=np.int64)
+        np.cumsum(np.concatenate(counts) if counts else np.zeros(0, np.int64), out=row_ptr[1:])
+        cat = (lambda arrays: np.concatenate(arrays) if arrays else np.zeros(0, np.int32))
+        return SparseCodes(row_ptr, cat([p.index for p in parts]), cat([p.q for p in parts]), d_sae)
+
+    @property
+    def nbytes(self) -> int:
+        return self.row_ptr.nbytes + self.index.nbytes + self.q.nbytes
+
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, SparseCodes) and self.d_sae == other.d_sae
                 and np.array_equal(self.row_ptr, other.row_ptr)

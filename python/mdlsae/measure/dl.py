@@ -15,11 +15,10 @@ from tqdm.auto import tqdm
 from ..data.acts import as_activations
 from .codes import steps_tensor
 from .entropy import FeatureStats, naive_bits_per_row, parent_cooccurrence, validate_parents, value_bits_fixed
+from ..budget import rows_for
 from ..errors import expect
 from .kernels import Histogram, select_quantize
 from ..models.sae import SAE
-
-DEFAULT_BATCH_ROWS = 4096
 
 
 @dataclass
@@ -115,12 +114,14 @@ class DLReport:
         return "\n".join(f"{a:<{w}}  {b}" for a, b in rows)
 
 
-def scan(acts, sae: SAE, step, parents=None, batch_rows: int = DEFAULT_BATCH_ROWS,
+def scan(acts, sae: SAE, step, parents=None, batch_rows: int | None = None,
          progress: bool = False, on_codes=None) -> tuple[FeatureStats, ErrorStats]:
     """One pass over ``acts``: per-feature statistics of the quantized codes and the error of
-    their reconstruction. ``on_codes(start_row, codes)`` sees every batch's codes."""
+    their reconstruction. ``on_codes(codes)`` sees every batch's codes, in row order. Batches
+    hold ``batch_rows`` rows, by default as many as the memory budget allows (mdlsae.budget)."""
     acts = as_activations(acts)
     expect(acts.d == sae.d_in, f"{acts.name}: activations have d_in={acts.d} but the SAE expects d_in={sae.d_in}")
+    batch_rows = rows_for(sae.row_bytes()) if batch_rows is None else batch_rows
     expect(batch_rows > 0, f"batch_rows must be positive, got {batch_rows}")
     steps_tensor(step, sae.d_sae)  # validate before the first batch
     if parents is not None:
@@ -130,7 +131,6 @@ def scan(acts, sae: SAE, step, parents=None, batch_rows: int = DEFAULT_BATCH_ROW
     err = ErrorStats(sae.d_in)
     with_parent = np.zeros(sae.d_sae, dtype=np.int64)
     bar = tqdm(total=acts.n_rows, unit="row", unit_scale=True, disable=not progress, desc="measure")
-    start = 0
     with torch.no_grad():
         for x in acts.batches(batch_rows):
             codes = select_quantize(sae.pre_acts(x), k=k, threshold=threshold, step=step, hist=hist)
@@ -138,8 +138,7 @@ def scan(acts, sae: SAE, step, parents=None, batch_rows: int = DEFAULT_BATCH_ROW
             if parents is not None:
                 with_parent += parent_cooccurrence(codes, parents)
             if on_codes is not None:
-                on_codes(start, codes)
-            start += x.shape[0]
+                on_codes(codes)
             bar.update(x.shape[0])
     bar.close()
     ptr, q, count = hist.to_csr()
@@ -164,11 +163,11 @@ def report(stats: FeatureStats, err: ErrorStats, step, d_in: int, sae_name: str 
         sae=sae_name)
 
 
-def measure_dl(acts, sae: SAE, step, parents=None, batch_rows: int = DEFAULT_BATCH_ROWS,
+def measure_dl(acts, sae: SAE, step, parents=None, batch_rows: int | None = None,
                progress: bool = False, sae_name: str | None = None) -> DLReport:
     """Description length of ``sae``'s quantized codes of ``acts`` (DESIGN §2).
 
-    >>> from mdlsae.sae import SAE, SAEConfig
+    >>> from mdlsae.models.sae import SAE, SAEConfig
     >>> sae = SAE.random(SAEConfig("topk", d_in=16, d_sae=64, k=4), seed=0)
     >>> r = measure_dl(torch.randn(1000, 16), sae, step=0.1)
     >>> r.n_rows, r.l0 <= 4, r.dl_bits_per_row < r.naive_bits_per_row

@@ -44,6 +44,12 @@ def topk_mask(pre: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(pre, dtype=torch.bool).scatter_(-1, order, True)
 
 
+def _all_finite(t: torch.Tensor, block: int = 1 << 22) -> bool:
+    """isfinite over slices: on a whole wide weight torch's temporaries would double its size."""
+    flat = t.reshape(-1)
+    return all(bool(torch.isfinite(flat[i:i + block]).all()) for i in range(0, flat.numel(), block))
+
+
 @dataclass
 class SAEConfig:
     architecture: str
@@ -88,18 +94,22 @@ class SAE(torch.nn.Module):
     True
     """
 
-    def __init__(self, cfg: SAEConfig):
+    def __init__(self, cfg: SAEConfig, weights: dict[str, torch.Tensor] | None = None):
+        """Zero weights, or ``weights`` (validated by :meth:`from_weights`) taken without a copy."""
         super().__init__()
         self.cfg = cfg
-        d_in, d_sae = cfg.d_in, cfg.d_sae
-        self.W_enc = torch.nn.Parameter(torch.zeros(d_in, d_sae))
-        self.b_enc = torch.nn.Parameter(torch.zeros(d_sae))
-        self.W_dec = torch.nn.Parameter(torch.zeros(d_sae, d_in))
-        self.b_dec = torch.nn.Parameter(torch.zeros(d_in))
-        if cfg.architecture == "jumprelu":
-            self.threshold = torch.nn.Parameter(torch.zeros(d_sae))
-        else:
+        for name, shape in self.shapes(cfg).items():
+            setattr(self, name, torch.nn.Parameter(torch.zeros(shape) if weights is None else weights[name]))
+        if cfg.architecture != "jumprelu":
             self.register_parameter("threshold", None)
+
+    @staticmethod
+    def shapes(cfg: SAEConfig) -> dict[str, tuple[int, ...]]:
+        out = {"W_enc": (cfg.d_in, cfg.d_sae), "b_enc": (cfg.d_sae,), "W_dec": (cfg.d_sae, cfg.d_in),
+               "b_dec": (cfg.d_in,)}
+        if cfg.architecture == "jumprelu":
+            out["threshold"] = (cfg.d_sae,)
+        return out
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -115,24 +125,23 @@ class SAE(torch.nn.Module):
 
     @classmethod
     def from_weights(cls, cfg: SAEConfig, weights: dict[str, torch.Tensor], where: str = "SAE weights") -> "SAE":
-        sae = cls(cfg)
-        own = dict(sae.named_parameters())
-        missing = [k for k in own if k not in weights]
+        shapes = cls.shapes(cfg)
+        missing = [k for k in shapes if k not in weights]
         expect(not missing, f"{where} lack {', '.join(missing)} (found {', '.join(sorted(weights))})")
         # an unknown tensor changes what the SAE computes: refuse instead of ignoring it
-        unknown = sorted(k for k in weights if k not in own)
+        unknown = sorted(k for k in weights if k not in shapes)
         expect(not unknown, f"{where} hold {', '.join(unknown)}, which a {cfg.architecture} SAE of "
-                            f"mdlsae does not use (expected {', '.join(own)}); refusing rather than "
+                            f"mdlsae does not use (expected {', '.join(shapes)}); refusing rather than "
                             "computing different latents")
-        with torch.no_grad():
-            for name, p in own.items():
-                w = weights[name]
-                expect(tuple(w.shape) == tuple(p.shape),
-                       f"SAE weight {name} must have shape {list(p.shape)} for d_in={cfg.d_in}, "
-                       f"d_sae={cfg.d_sae}; got {list(w.shape)}")
-                expect(bool(torch.isfinite(w).all()), f"SAE weight {name} contains NaN or Inf")
-                p.copy_(w.to(torch.float32))
-        return sae
+        own = {}
+        for name, shape in shapes.items():
+            w = weights[name].detach()
+            expect(tuple(w.shape) == shape, f"SAE weight {name} must have shape {list(shape)} for d_in={cfg.d_in}, "
+                                            f"d_sae={cfg.d_sae}; got {list(w.shape)}")
+            w = w.to(torch.float32).contiguous()  # no copy when it already is
+            expect(_all_finite(w), f"SAE weight {name} contains NaN or Inf")
+            own[name] = w
+        return cls(cfg, own)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "SAE":
@@ -192,10 +201,16 @@ class SAE(torch.nn.Module):
                                "activations yourself and save the SAE with normalize_activations 'none'")
 
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """``(x - b_dec) @ W_enc + b_enc`` as one GEMM with the bias folded in (``b_dec`` moves
+        into the bias: equal up to float rounding), so no second pass over [rows, d_sae]."""
         x = self.normalize(x)
-        if self.cfg.apply_b_dec_to_input:
-            x = x - self.b_dec
-        return x @ self.W_enc + self.b_enc
+        bias = self.b_enc - self.b_dec @ self.W_enc if self.cfg.apply_b_dec_to_input else self.b_enc
+        return torch.addmm(bias, x, self.W_enc)
+
+    def row_bytes(self) -> int:
+        """Bytes per row of a batch's dense intermediates when encoding: the float32
+        pre-activations and the activation row (with its normalised copy)."""
+        return 4 * (self.cfg.d_sae + 2 * self.cfg.d_in)
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         """Dense latents from pre-activations (the plain torch reference of the selection)."""
@@ -243,5 +258,5 @@ class SAE(torch.nn.Module):
             t = p.detach().to("cpu", torch.float32).contiguous()
             h.update(name.encode())
             h.update(np.asarray(t.shape, dtype=np.int64).tobytes())
-            h.update(t.numpy().tobytes())
+            h.update(memoryview(t.numpy()).cast("B"))  # no copy of a large weight
         return h.hexdigest()

@@ -30,7 +30,8 @@ from ..measure.codes import steps_tensor
 from ..measure.entropy import FeatureStats
 from ..errors import MdlsaeError, expect
 from ..measure.kernels import Histogram
-from ..measure.dl import DEFAULT_BATCH_ROWS, ErrorStats
+from ..budget import rows_for
+from ..measure.dl import ErrorStats
 from ..models.sae import SAE, topk_mask
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], float]
@@ -81,9 +82,11 @@ class SparseLatents:
     b_dec: torch.Tensor
 
     @classmethod
-    def from_sae(cls, acts, sae: SAE, max_rows: int | None = None, batch_rows: int = DEFAULT_BATCH_ROWS,
+    def from_sae(cls, acts, sae: SAE, max_rows: int | None = None, batch_rows: int | None = None,
                  progress: bool = False) -> "SparseLatents":
         acts = as_activations(acts)
+        # beside the pre-activations, select_sparse's torch masks: two bools per latent
+        batch_rows = batch_rows or rows_for(sae.row_bytes() + 2 * sae.d_sae)
         expect(acts.d == sae.d_in, f"{acts.name}: activations have d_in={acts.d} but the SAE expects d_in={sae.d_in}")
         n = acts.n_rows if max_rows is None else min(acts.n_rows, max_rows)
         expect(n > 0, f"{acts.name}: no rows to evaluate")

@@ -9,6 +9,7 @@ the folded SAE are those of the source up to float rounding (the fixture tests c
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -29,14 +30,42 @@ def read_json(path: Path) -> dict:
     return out
 
 
-def read_safetensors(path: Path) -> Weights:
-    from safetensors.torch import load_file
+_ST_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
+              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+              "BOOL": torch.bool}
 
+
+def read_safetensors(path: Path) -> Weights:
+    """The tensors of a .safetensors file as views of one buffer read from it. safetensors'
+    own loader copies out of a memory map, holding every weight twice at the peak, which for
+    a 1M-wide SAE is gigabytes; the format (a length, a JSON header, raw little-endian data)
+    is read here directly, with every offset checked."""
     expect(path.is_file(), f"{path} does not exist")
-    try:
-        return load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types
-        raise MdlsaeError(f"cannot read {path}: {e}") from None
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        expect(0 < n <= size - 8, f"cannot read {path}: not a safetensors file (header length {n}, file {size} bytes)")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise MdlsaeError(f"cannot read {path}: damaged safetensors header ({e})") from None
+        data = bytearray(size - 8 - n)
+        expect(f.readinto(data) == len(data), f"cannot read {path}: file ended early")
+    out: Weights = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (b, e) = _ST_DTYPES[info["dtype"]], [int(v) for v in info["shape"]], info["data_offsets"]
+        except (KeyError, TypeError, ValueError) as err:
+            raise MdlsaeError(f"cannot read {path}: tensor {name!r} has a bad header entry ({err})") from None
+        count = math.prod(shape)
+        expect(0 <= b <= e <= len(data) and e - b == count * dtype.itemsize,
+               f"cannot read {path}: tensor {name!r} data [{b}, {e}) does not fit its shape {shape} or the file")
+        t = torch.frombuffer(data, dtype=dtype, count=count, offset=b) if count else torch.empty(0, dtype=dtype)
+        out[name] = t.reshape(shape)
+    return out
 
 
 def read_torch(path: Path) -> Weights:

@@ -6,14 +6,16 @@ import math
 
 import torch
 
+from ...budget import rows_for
 from ...data.acts import as_activations
 
 
 @torch.no_grad()
-def evaluate(sae, acts, batch_rows: int = 4096) -> dict:
+def evaluate(sae, acts, batch_rows: int | None = None) -> dict:
     """FVU, mean L0, fraction of latents that never fire (dead) and that fire on more than
-    10 % of rows (dense), over ``acts``."""
+    10 % of rows (dense), over ``acts``; batches sized by the memory budget by default."""
     acts = as_activations(acts)
+    batch_rows = batch_rows or rows_for(sae.row_bytes() + 8 * sae.d_sae)  # + dense latents and masks
     sse = s2 = 0.0
     s1 = torch.zeros(acts.d, dtype=torch.float64)
     counts = torch.zeros(sae.d_sae, dtype=torch.float64)

@@ -1,0 +1,75 @@
+"""Encode and measure at GPT-2 size against the bare encoder GEMM (issue 12, must-show 2).
+
+d=768, D=24,576, TopK k=64, 16,384 float32 rows; a random SAE (unit decoder rows, encoder its
+transpose) on Gaussian rows. Side by side in one process, median of --reps runs each:
+- the bare GEMM ``x @ W_enc`` over the same rows, in batches of 4,096 rows (what anyone must
+  at least compute to get the latents),
+- ``codec.encode`` to a real .mdl file (one SAE pass, selection, counts, coder, file),
+- ``measure_dl`` (one SAE pass, selection, histograms, reconstruction error).
+Both at the default memory budget; torch and the native kernels on all cores.
+
+Usage: python bench/encode_vs_gemm.py [--rows 16384] [--reps 3] [--out bench/results/encode_vs_gemm.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from mdlsae import codec
+from mdlsae.budget import budget_bytes
+from mdlsae.measure import measure_dl
+from mdlsae.models.sae import SAE, SAEConfig
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=16_384)
+    ap.add_argument("--d", type=int, default=768)
+    ap.add_argument("--d-sae", type=int, default=24_576)
+    ap.add_argument("--k", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--out", default="bench/results/encode_vs_gemm.json")
+    a = ap.parse_args()
+    sae = SAE.random(SAEConfig("topk", d_in=a.d, d_sae=a.d_sae, k=a.k), seed=0)
+    x = torch.randn(a.rows, a.d, generator=torch.Generator().manual_seed(1))
+    out = Path(tempfile.mkdtemp()) / "gpt2.mdl"
+
+    def gemm():
+        with torch.no_grad():
+            for s in range(0, a.rows, 4096):
+                x[s:s + 4096] @ sae.W_enc
+
+    runs = {"gemm": [], "encode": [], "dl": []}
+    for _ in range(a.reps):  # interleaved, so drift in the machine's speed hits all three alike
+        runs["gemm"].append(timed(gemm))
+        runs["encode"].append(timed(lambda: codec.encode(x, sae, out, step=0.05)))
+        runs["dl"].append(timed(lambda: measure_dl(x, sae, step=0.05)))
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    res = {"date": datetime.date.today().isoformat(), "machine": f"{platform.node()} {os.cpu_count()} cpus, "
+           f"torch {torch.__version__}, {torch.get_num_threads()} threads", "rows": a.rows, "d_in": a.d,
+           "d_sae": a.d_sae, "k": a.k, "budget_bytes": budget_bytes(), "runs_s": runs, "median_s": med,
+           "encode_over_gemm": med["encode"] / med["gemm"], "dl_over_gemm": med["dl"] / med["gemm"],
+           "file_bytes": out.stat().st_size}
+    print(json.dumps({k: res[k] for k in ("median_s", "encode_over_gemm", "dl_over_gemm")}, indent=1))
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
