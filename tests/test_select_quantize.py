@@ -114,3 +114,16 @@ def test_wide_rows_sampled_threshold_path(dtype):
     for k in (1, 8, 64, 200, 375):
         got = select_quantize(pre, k=k, step=0.01)
         assert got == reference.select_quantize(pre.float(), k=k, step=0.01), k
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("k", [0, 9])
+def test_bias_added_in_the_kernel_is_the_reference_sum(dtype, k):
+    """The encoder bias added as each row is read gives the codes of pre + bias in float32."""
+    g = torch.Generator().manual_seed(11)
+    pre = torch.randn(257, 700, generator=g).to(dtype)
+    bias = torch.randn(700, generator=g)
+    got = select_quantize(pre, k=k, step=0.07, bias=bias)
+    assert got == reference.select_quantize(pre.float(), k=k, step=0.07, bias=bias)
+    assert got == select_quantize(pre.float() + bias, k=k, step=0.07)
+    assert got.nnz > 1000

@@ -226,9 +226,9 @@ PYBIND11_MODULE(_C, m) {
       "select_quantize",
       [](uintptr_t ptr, int dtype, int64_t rows, int64_t d_sae, int64_t row_stride, int32_t k,
          std::optional<F32Array> threshold, float step, std::optional<F32Array> steps,
-         Histogram* hist) {
+         Histogram* hist, std::optional<F32Array> bias) {
         MDLSAE_CHECK_ARG(dtype >= 0 && dtype <= 2, "dtype code must be 0 (f32), 1 (f16) or 2 (bf16), got ", dtype);
-        Selection sel{k, feature_vector(threshold, d_sae, "threshold")};
+        Selection sel{k, feature_vector(threshold, d_sae, "threshold"), feature_vector(bias, d_sae, "bias")};
         Steps st{step, feature_vector(steps, d_sae, "steps")};
         SparseCodes c;
         {
@@ -240,5 +240,6 @@ PYBIND11_MODULE(_C, m) {
                               to_numpy(std::move(c.q)));
       },
       py::arg("ptr"), py::arg("dtype"), py::arg("rows"), py::arg("d_sae"), py::arg("row_stride"),
-      py::arg("k"), py::arg("threshold"), py::arg("step"), py::arg("steps"), py::arg("hist"));
+      py::arg("k"), py::arg("threshold"), py::arg("step"), py::arg("steps"), py::arg("hist"),
+      py::arg("bias") = py::none());
 }

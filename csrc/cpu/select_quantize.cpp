@@ -173,16 +173,24 @@ void threshold_row(const float* x, int64_t d, const float* thr, int64_t row, con
 template <DType T>
 void run_rows(const void* pre, int64_t begin, int64_t end, int64_t d, int64_t stride,
               const Selection& sel, const Steps& steps, WorkerOut& out) {
-  std::vector<float> widened(T == DType::F32 ? 0 : size_t(d));
+  std::vector<float> widened(T == DType::F32 && !sel.bias ? 0 : size_t(d));
   std::vector<Candidate> heap, cand(sel.k > 0 ? size_t(d) : 0);
   std::vector<float> sample;
   for (int64_t r = begin; r < end; ++r) {
     const float* x;
     if constexpr (T == DType::F32) {
       x = static_cast<const float*>(pre) + r * stride;
+      if (sel.bias) {  // the row is in cache: adding here is nearly free
+        for (int64_t j = 0; j < d; ++j) widened[j] = x[j] + sel.bias[j];
+        x = widened.data();
+      }
     } else {
       const uint16_t* src = static_cast<const uint16_t*>(pre) + r * stride;
-      for (int64_t j = 0; j < d; ++j) widened[j] = load_as_float<T>(src, j);
+      if (sel.bias) {
+        for (int64_t j = 0; j < d; ++j) widened[j] = load_as_float<T>(src, j) + sel.bias[j];
+      } else {
+        for (int64_t j = 0; j < d; ++j) widened[j] = load_as_float<T>(src, j);
+      }
       x = widened.data();
     }
     const size_t before = out.index.size();

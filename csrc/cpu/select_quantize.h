@@ -12,9 +12,12 @@ namespace mdlsae {
 
 // k > 0: keep the k largest pre-activations of a row (ties: lower feature index first), then
 // ReLU. k == 0: keep pre > threshold[f] (threshold == nullptr means 0, i.e. plain ReLU).
+// bias (optional) is added to every row first, in float32: pre = gemm + bias in this pass, so the
+// encoder's bias never costs a separate pass over [rows, d_sae] in memory.
 struct Selection {
   int32_t k = 0;
   const float* threshold = nullptr;  // host, [d_sae] or nullptr
+  const float* bias = nullptr;       // host, [d_sae] or nullptr
 };
 
 // One global step, or one per feature when per_feature != nullptr.

@@ -133,7 +133,8 @@ def scan(acts, sae: SAE, step, parents=None, batch_rows: int | None = None,
     bar = tqdm(total=acts.n_rows, unit="row", unit_scale=True, disable=not progress, desc="measure")
     with torch.no_grad():
         for x in acts.batches(batch_rows):
-            codes = select_quantize(sae.pre_acts(x), k=k, threshold=threshold, step=step, hist=hist)
+            gemm, bias = sae.encoder_parts(x)
+            codes = select_quantize(gemm, k=k, threshold=threshold, step=step, hist=hist, bias=bias)
             err.add(x, codes.reconstruct(step, sae.W_dec, sae.b_dec))
             if parents is not None:
                 with_parent += parent_cooccurrence(codes, parents)

@@ -23,8 +23,9 @@ def _step_args(step, d_sae: int) -> tuple[float, np.ndarray | None]:
 
 
 def select_quantize(pre: torch.Tensor | np.ndarray, k: int = 0, threshold=None, step=1.0,
-                    hist: Histogram | None = None) -> SparseCodes:
-    """Select (TopK when ``k > 0``, else ``pre > threshold``; ReLU either way), quantize
+                    hist: Histogram | None = None, bias: torch.Tensor | np.ndarray | None = None) -> SparseCodes:
+    """Select (TopK when ``k > 0``, else ``pre > threshold``; ReLU either way) on ``pre`` (plus
+    ``bias`` [d_sae], added in float32 as each row is read, when given), quantize
     ``q = rint(z / step)`` and keep the codes with ``q >= 1``; add them to ``hist`` if given.
     A CUDA tensor runs the fused GPU kernel on its device and current stream (k <= 256); the
     codes are the same, bit for bit, and come back as numpy arrays either way.
@@ -48,10 +49,15 @@ def select_quantize(pre: torch.Tensor | np.ndarray, k: int = 0, threshold=None, 
         thr = np.ascontiguousarray(np.asarray(threshold, dtype=np.float32))
     g, per_feature = _step_args(step, d_sae)
     if pre.device.type == "cuda":
+        if bias is not None:
+            pre = pre.float() + torch.as_tensor(bias, dtype=torch.float32, device=pre.device)
         return _select_quantize_cuda_to_host(pre, int(k), thr, g, per_feature, hist)
+    if bias is not None:
+        bias = np.ascontiguousarray(bias.detach().cpu().numpy() if isinstance(bias, torch.Tensor) else bias,
+                                    dtype=np.float32)
     try:
         row_ptr, index, q = _C.select_quantize(pre.data_ptr(), _DTYPE_CODES[pre.dtype], pre.shape[0], d_sae,
-                                               max(pre.stride(0), d_sae), int(k), thr, g, per_feature, hist)
+                                               max(pre.stride(0), d_sae), int(k), thr, g, per_feature, hist, bias)
     except ValueError as e:
         raise MdlsaeError(str(e)) from None
     return SparseCodes(row_ptr, index, q, d_sae=d_sae)

@@ -19,9 +19,12 @@ def quantize(z: torch.Tensor, step) -> torch.Tensor:
 
 
 def select_quantize(pre: torch.Tensor, k: int = 0, threshold: torch.Tensor | np.ndarray | None = None,
-                    step=1.0) -> SparseCodes:
-    """TopK (k > 0) or threshold selection, ReLU, quantization; the codes with q >= 1."""
+                    step=1.0, bias: torch.Tensor | None = None) -> SparseCodes:
+    """TopK (k > 0) or threshold selection, ReLU, quantization of ``pre`` (+ ``bias``, float32);
+    the codes with q >= 1."""
     pre = pre.detach().to("cpu").float()
+    if bias is not None:
+        pre = pre + torch.as_tensor(bias).detach().float()
     if k > 0:
         z = torch.where(topk_mask(pre, k), pre, torch.zeros(()))
     else:

@@ -200,12 +200,19 @@ class SAE(torch.nn.Module):
                                "does not store, so it cannot measure or code it. Normalise the "
                                "activations yourself and save the SAE with normalize_activations 'none'")
 
-    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
-        """``(x - b_dec) @ W_enc + b_enc`` as one GEMM with the bias folded in (``b_dec`` moves
-        into the bias: equal up to float rounding), so no second pass over [rows, d_sae]."""
+    def encoder_parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x @ W_enc, bias)`` with ``pre = x @ W_enc + bias``: ``b_dec`` folded into the bias
+        (``b_enc - b_dec @ W_enc``; equal to ``(x - b_dec) @ W_enc + b_enc`` up to float
+        rounding). The fused kernels add the bias while they read each row, so the encoder
+        costs one GEMM and no second pass over [rows, d_sae]."""
         x = self.normalize(x)
         bias = self.b_enc - self.b_dec @ self.W_enc if self.cfg.apply_b_dec_to_input else self.b_enc
-        return torch.addmm(bias, x, self.W_enc)
+        return x @ self.W_enc, bias
+
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """The pre-activations, the same float32 values the fused kernels see."""
+        gemm, bias = self.encoder_parts(x)
+        return gemm + bias
 
     def row_bytes(self) -> int:
         """Bytes per row of a batch's dense intermediates when encoding: the float32
