@@ -27,7 +27,13 @@ void put_gaps_reverse(Encoder& enc_io, const int32_t* pos, int64_t n, int64_t n_
   }
   Encoder enc = enc_io;  // a local copy keeps the lane states in registers
   const int32_t m = g.m;
-  const EncSymbol *bit = sym + 2, *empty = sym + 2 + 2 * m;  // (0, 1) pairs, index j or k
+  const EncSymbol* bit = sym + 2;  // (0, 1) pairs, index j
+  // "empty" decisions come only in a sequence's last, partial block (a few per feature and
+  // chunk): made when needed rather than stored, which halves the encoder's tables
+  const auto empty = [&](int32_t k, bool one) {
+    const uint32_t s0 = RansDecoder::BitSplit::of(g.empty[k]).s0;
+    return one ? make_enc_symbol(s0, g.empty[k]) : make_enc_symbol(0, s0);
+  };
   // The gap `gap` when rem rows are left; gap == rem codes the end of the sequence.
   const auto put_gap = [&](int64_t gap, int64_t rem) {
     const int64_t tf = rem >> m;  // whole blocks
@@ -46,11 +52,11 @@ void put_gaps_reverse(Encoder& enc_io, const int32_t* pos, int64_t n, int64_t n_
       const int32_t ks = 63 - __builtin_clzll(remp ^ off);
       uint64_t r = off;
       for (int32_t j = 0; j < ks; ++j, r >>= 1) enc.put(bit[2 * j + (r & 1)]);
-      enc.put(empty[2 * ks]);
+      enc.put(empty(ks, false));
       k0 = ks + 1;
     }
     for (int32_t k = k0; k < m; ++k)
-      if ((remp >> k) & 1) enc.put(empty[2 * k + 1]);
+      if ((remp >> k) & 1) enc.put(empty(k, true));
     for (int64_t t = tf; t > 0; --t) enc.put(sym[1]);
   };
   const int64_t last = n ? int64_t(pos[n - 1]) + 1 : 0;

@@ -169,7 +169,7 @@ EncoderTables build_encoder_tables(const CodecTables& t) {
   e.gap_ptr.assign(size_t(2 * d) + 1, 0);
   for (int64_t s = 0; s < 2 * d; ++s) {
     const GapModel& g = (s % 2 ? t.off : t.main)[s / 2];
-    e.gap_ptr[s + 1] = e.gap_ptr[s] + (g.used ? 2 + 4 * g.m : 0);
+    e.gap_ptr[s + 1] = e.gap_ptr[s] + (g.used ? 2 + 2 * g.m : 0);
   }
   e.gap_sym.resize(size_t(e.gap_ptr[2 * d]));
   for (int64_t s = 0; s < 2 * d; ++s) {
@@ -182,10 +182,7 @@ EncoderTables build_encoder_tables(const CodecTables& t) {
       out[at + 1] = make_enc_symbol(s0, f1);
     };
     bit(0, g.cont);
-    for (int32_t j = 0; j < g.m; ++j) {
-      bit(2 + 2 * j, g.bit1[j]);
-      bit(2 + 2 * g.m + 2 * j, g.empty[j]);
-    }
+    for (int32_t j = 0; j < g.m; ++j) bit(2 + 2 * j, g.bit1[j]);
   }
   e.val_sym.resize(t.sym.size());
   for (size_t i = 0; i < t.sym.size(); ++i) e.val_sym[i] = make_enc_symbol(t.start[i], t.freq[i]);

@@ -56,8 +56,8 @@ struct CodecTables {
 // The encoder's form of the tables: every interval as a precomputed EncSymbol.
 struct EncoderTables {
   // Sequence kind k (0 main, 1 off) of feature f: gap_sym[gap_ptr[2f + k] ...] holds
-  // "continue" = 0, "continue" = 1, then (bit j = 0, bit j = 1) for j < m, then (empty k = 0,
-  // empty k = 1) for k < m.
+  // "continue" = 0, "continue" = 1, then (bit j = 0, bit j = 1) for j < m. The rare "empty"
+  // decisions of a partial block are made from GapModel::empty when coded.
   std::vector<int64_t> gap_ptr;
   std::vector<EncSymbol> gap_sym;
   std::vector<EncSymbol> val_sym;  // parallel to CodecTables::sym
