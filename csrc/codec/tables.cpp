@@ -121,7 +121,9 @@ CodecTables build_tables(const Counts& c) {
   std::stable_sort(t.order.begin(), t.order.end(), [&](int32_t a, int32_t b) { return depth[a] < depth[b]; });
 
   t.main.resize(size_t(d));
-  t.off.resize(size_t(d));
+  // off models exist only for children: a flat model of a wide SAE does not hold d unused ones
+  const bool any_child = std::any_of(c.parent.begin(), c.parent.end(), [](int32_t p) { return p >= 0; });
+  t.off.resize(any_child ? size_t(d) : 0);
   for (int64_t f = 0; f < d; ++f) {
     const int64_t n = c.active[f];
     MDLSAE_CHECK_DATA(n >= 0 && uint64_t(n) <= c.n_rows, "feature ", f, " active in ", n, " of ", c.n_rows, " rows");
@@ -165,15 +167,19 @@ CodecTables build_tables(const Counts& c) {
 
 EncoderTables build_encoder_tables(const CodecTables& t) {
   const int64_t d = t.d_sae;
+  const GapModel unused;
+  const auto model = [&](int64_t s) -> const GapModel& {  // sequence kind s % 2 of feature s / 2
+    return s % 2 ? (t.off.empty() ? unused : t.off[s / 2]) : t.main[s / 2];
+  };
   EncoderTables e;
   e.gap_ptr.assign(size_t(2 * d) + 1, 0);
   for (int64_t s = 0; s < 2 * d; ++s) {
-    const GapModel& g = (s % 2 ? t.off : t.main)[s / 2];
+    const GapModel& g = model(s);
     e.gap_ptr[s + 1] = e.gap_ptr[s] + (g.used ? 2 + 2 * g.m : 0);
   }
   e.gap_sym.resize(size_t(e.gap_ptr[2 * d]));
   for (int64_t s = 0; s < 2 * d; ++s) {
-    const GapModel& g = (s % 2 ? t.off : t.main)[s / 2];
+    const GapModel& g = model(s);
     if (!g.used) continue;
     EncSymbol* out = e.gap_sym.data() + e.gap_ptr[s];
     const auto bit = [&](int64_t at, uint32_t f1) {  // the decoder's intervals (get_bit): 0, then 1

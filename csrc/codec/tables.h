@@ -45,7 +45,7 @@ struct CodecTables {
   std::vector<int32_t> parent;  // -1 for roots
   std::vector<int32_t> order;   // coding order: roots first, then by depth (stable by index)
   std::vector<GapModel> main;   // roots: over all rows; children: over the parent's active rows
-  std::vector<GapModel> off;    // children: over the parent's inactive rows
+  std::vector<GapModel> off;    // children: over the parent's inactive rows (empty without children)
   // Value model of feature f: symbols sym[vptr[f]..vptr[f+1]) (increasing q), their interval
   // [start, start + freq) out of 2^28.
   std::vector<int64_t> vptr;
