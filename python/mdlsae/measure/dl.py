@@ -135,6 +135,7 @@ def scan(acts, sae: SAE, step, parents=None, batch_rows: int | None = None,
         for x in acts.batches(batch_rows):
             gemm, bias = sae.encoder_parts(x)
             codes = select_quantize(gemm, k=k, threshold=threshold, step=step, hist=hist, bias=bias)
+            del gemm  # else it lives on beside the next batch's, doubling the dense memory
             err.add(x, codes.reconstruct(step, sae.W_dec, sae.b_dec))
             if parents is not None:
                 with_parent += parent_cooccurrence(codes, parents)
