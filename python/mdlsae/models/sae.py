@@ -210,9 +210,10 @@ class SAE(torch.nn.Module):
         return x @ self.W_enc, bias
 
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
-        """The pre-activations, the same float32 values the fused kernels see."""
+        """The pre-activations, the same float32 values the fused kernels see (the bias added
+        in place: one [rows, d_sae] buffer, not two)."""
         gemm, bias = self.encoder_parts(x)
-        return gemm + bias
+        return gemm.add_(bias)
 
     def row_bytes(self) -> int:
         """Bytes per row of a batch's dense intermediates when encoding: the float32
