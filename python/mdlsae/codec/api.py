@@ -197,9 +197,7 @@ def decode_file(f: MdlFile, start: int = 0, stop: int | None = None) -> SparseCo
                                              int(f.meta["features_per_stream"]))
     except RuntimeError as e:
         raise MdlsaeError(f"{f.path}: damaged: {e}") from None
-    a, b = start - c0 * f.chunk_rows, stop - c0 * f.chunk_rows
-    lo, hi = row_ptr[a], row_ptr[b]
-    return SparseCodes(row_ptr[a:b + 1] - lo, index[lo:hi], q[lo:hi], f.d_sae)
+    return SparseCodes(row_ptr, index, q, f.d_sae).slice(start - c0 * f.chunk_rows, stop - c0 * f.chunk_rows)
 
 
 def decode(path: str | os.PathLike, sae: SAE | None = None, start: int = 0, stop: int | None = None) -> Decoded:

@@ -228,8 +228,9 @@ class Activations:
             else:
                 expect(path.is_dir() or any(c in str(source) for c in "*?["),
                        f"activation file {str(source)!r} does not exist")
-                parts = [_open_file(p, key) for p in shard_files(source)]
-                for p, f in zip(parts[1:], shard_files(source)[1:]):
+                files = shard_files(source)
+                parts = [_open_file(f, key) for f in files]
+                for p, f in zip(parts[1:], files[1:]):
                     expect(p.d == parts[0].d, f"{f}: shard has d_in={p.d}, the first shard d_in={parts[0].d}")
                     expect(p.dtype == parts[0].dtype, f"{f}: shard dtype {p.dtype}, the first shard {parts[0].dtype}")
         else:

@@ -93,17 +93,13 @@ def read_dictionary_learning(ae: Path, dl_class: str | None = None) -> SAE:
             (thr,) = take(sd, ["threshold"], ae)
         elif cls == "AutoEncoderTopK":
             sd.pop("threshold", None)  # used only by encode(use_threshold=True), not the default
-    k = None
-    if "k" in sd:
-        k = int(sd.pop("k"))
-        extra["k"] = k
+    k = int(sd.pop("k")) if "k" in sd else None
     sd.pop("group_sizes", None)  # Matryoshka groups: all active at inference
     w.update(sd)  # anything left is refused by name
     if cls == "AutoEncoder":
         scale_latents(w, w["W_dec"].norm(dim=1))
         return build("relu", w, ae, extra=extra)
     if cls == "AutoEncoderTopK":
-        extra.pop("k", None)
         return build("topk", w, ae, k=k or trainer.get("k"), extra=extra)
     if cls == "GatedAutoEncoder":
         return build("jumprelu", w, ae, extra=extra)
@@ -111,6 +107,8 @@ def read_dictionary_learning(ae: Path, dl_class: str | None = None) -> SAE:
         expect(thr.numel() == 1 and float(thr) >= 0,
                f"{ae}: the {cls} has no inference threshold (threshold={thr.flatten()[:1].tolist()}); "
                "it was saved before its threshold was estimated")
+    if k is not None:  # the training k of a BatchTopK / Matryoshka SAE, kept for reference
+        extra["k"] = k
     # relu(pre)·(pre > θ) keeps pre exactly where pre > max(θ, 0)
     w["threshold"] = thr.clamp_min(0).expand(w["W_enc"].shape[1]).clone()
     return build("jumprelu", w, ae, apply_b_dec_to_input=b_dec_in, extra=extra)
