@@ -15,13 +15,6 @@ Histogram::Histogram(int64_t d_sae, int32_t dense_cap) : d_sae_(d_sae), cap_(den
   dense_.assign(size_t(d_sae) * cap_, 0);
 }
 
-void Histogram::merge(const HistogramShard& shard) {
-  MDLSAE_CHECK_ARG(shard.cap_ == cap_ && shard.dense_.size() == dense_.size(),
-                   "histogram shard shape differs from the histogram's");
-  for (size_t i = 0; i < dense_.size(); ++i) dense_[i] += shard.dense_[i];
-  for (uint64_t key : shard.overflow_) ++overflow_[key];
-}
-
 void Histogram::merge(const Histogram& other) {
   MDLSAE_CHECK_ARG(other.d_sae_ == d_sae_ && other.cap_ == cap_,
                    "cannot merge histograms of different shapes: d_sae ", other.d_sae_, " vs ",
@@ -37,9 +30,16 @@ void Histogram::add_codes(const int32_t* index, const int32_t* q, int64_t nnz, i
                      ", outside [0, ", d_sae_, ")");
     MDLSAE_CHECK_ARG(q[i] >= 1, "code ", i, " has q = ", q[i], "; active codes need q >= 1");
   }
-  HistogramShard shard = make_shard();
-  for (int64_t i = 0; i < nnz; ++i) shard.add(index[i], q[i]);
-  merge(shard);
+  count_valid(index, q, nnz, rows);
+}
+
+void Histogram::count_valid(const int32_t* index, const int32_t* q, int64_t nnz, int64_t rows) {
+  for (int64_t i = 0; i < nnz; ++i) {
+    if (q[i] < cap_)
+      ++dense_[size_t(index[i]) * cap_ + q[i]];
+    else
+      ++overflow_[(uint64_t(uint32_t(index[i])) << 32) | uint32_t(q[i])];
+  }
   rows_ += rows;
 }
 

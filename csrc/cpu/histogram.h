@@ -1,5 +1,6 @@
 // Per-feature histograms of quantized values q >= 1, accumulated exactly over any number of
-// batches. Small q (the common case) are counted in a dense [d_sae, cap] table; larger q go to
+// batches, counted serially from finished codes (a batch has ~rows·L0 codes: cheaper than
+// per-worker [d_sae, cap] tables to zero and merge at D = 262k). Small q (the common case) are counted in a dense [d_sae, cap] table; larger q go to
 // a sparse overflow map, so memory stays bounded for any step while counts stay exact.
 #pragma once
 #include <cstddef>
@@ -8,24 +9,6 @@
 #include <vector>
 
 namespace mdlsae {
-
-// One worker's private counts for one call; merged into a Histogram afterwards.
-class HistogramShard {
- public:
-  HistogramShard(int64_t d_sae, int32_t cap) : cap_(cap), dense_(size_t(d_sae) * cap, 0) {}
-  void add(int32_t feature, int32_t q) {
-    if (q < cap_)
-      ++dense_[size_t(feature) * cap_ + q];
-    else
-      overflow_.push_back((uint64_t(uint32_t(feature)) << 32) | uint32_t(q));
-  }
-
- private:
-  friend class Histogram;
-  int32_t cap_;
-  std::vector<uint32_t> dense_;
-  std::vector<uint64_t> overflow_;
-};
 
 // Histogram in compressed-sparse-row form: feature f owns entries [ptr[f], ptr[f+1]),
 // with q strictly increasing inside a feature.
@@ -43,11 +26,10 @@ class Histogram {
   int32_t dense_cap() const { return cap_; }
   int64_t rows() const { return rows_; }
 
-  HistogramShard make_shard() const { return HistogramShard(d_sae_, cap_); }
-  void merge(const HistogramShard& shard);
-  void add_rows(int64_t n) { rows_ += n; }
-  // Adds sparse codes produced elsewhere (a decoded file, the GPU path).
+  // Adds sparse codes produced elsewhere (a decoded file, the GPU path); checks them first.
   void add_codes(const int32_t* index, const int32_t* q, int64_t nnz, int64_t rows);
+  // The same for codes known valid (features in range, q >= 1): the fused kernel's output.
+  void count_valid(const int32_t* index, const int32_t* q, int64_t nnz, int64_t rows);
   // Adds a dense [d_sae, dense_cap] table of counts of q < dense_cap (the GPU path's; its q = 0
   // column must be zero). Codes with q >= dense_cap go through add_codes.
   void add_dense_counts(const uint32_t* counts, int64_t size, int64_t rows);

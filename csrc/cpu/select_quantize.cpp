@@ -7,7 +7,6 @@
 #include <cmath>
 #include <functional>
 #include <limits>
-#include <optional>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -38,7 +37,6 @@ struct WorkerOut {
   std::vector<int64_t> row_nnz;
   std::vector<int32_t> index;
   std::vector<int32_t> q;
-  std::optional<HistogramShard> shard;
 };
 
 inline float step_of(const Steps& s, int32_t f) { return s.per_feature ? s.per_feature[f] : s.global; }
@@ -53,7 +51,6 @@ inline void emit(WorkerOut& out, int64_t row, int32_t f, float v, const Steps& s
   if (q >= 1) {
     out.index.push_back(f);
     out.q.push_back(q);
-    if (out.shard) out.shard->add(f, q);
   }
 }
 
@@ -236,7 +233,6 @@ SparseCodes select_quantize(const void* pre, DType dtype, int64_t rows, int64_t 
       out.index.reserve(size_t((e - b) * sel.k));
       out.q.reserve(size_t((e - b) * sel.k));
     }
-    if (hist) out.shard.emplace(hist->make_shard());
     switch (dtype) {
       case DType::F32: run_rows<DType::F32>(pre, b, e, d_sae, row_stride, sel, steps, out); break;
       case DType::F16: run_rows<DType::F16>(pre, b, e, d_sae, row_stride, sel, steps, out); break;
@@ -260,9 +256,8 @@ SparseCodes select_quantize(const void* pre, DType dtype, int64_t rows, int64_t 
     }
     codes.index.insert(codes.index.end(), o.index.begin(), o.index.end());
     codes.q.insert(codes.q.end(), o.q.begin(), o.q.end());
-    if (hist && o.shard) hist->merge(*o.shard);
   }
-  if (hist) hist->add_rows(rows);
+  if (hist) hist->count_valid(codes.index.data(), codes.q.data(), int64_t(nnz), rows);
   return codes;
 }
 
