@@ -1,6 +1,6 @@
-"""Issue 3 measurements of the codec: does the real file agree with the DL estimate, how does it
-compare with zstd -19 and the naive bounds, and how fast is the native rANS coder beside
-constriction's AnsCoder on the very same symbols.
+"""Issue 3 measurements of the codec: does the real file agree with the DL estimate, and how does
+it compare with zstd -19 and the naive bounds. (The coder's speed beside constriction, per
+non-zero, is bench/coder_vs_constriction.py.)
 
 Usage: python bench/verify_dl.py [--rows 120000] [--out bench/results/verify_dl.json] [--quick]
 
@@ -12,15 +12,6 @@ the coder codes (which splits the overhead into the 28-bit probabilities and rAN
 naive bound L0*(B + log2 D), the best zstd -19 over several serialisations of the same
 quantized codes, and raw float16.
 
-Part 2 (throughput): the symbol sequence of part 1 (binary gap decisions with their
-probabilities and per-feature categorical values) coded by our native coder
-(``_C.encode_chunks`` / ``_C.decode_chunks``) and by ``constriction.stream.stack.AnsCoder``
-with whole numpy arrays per call (a Bernoulli model family with per-symbol probabilities for
-all decisions in one call, one concrete Categorical model per feature for the values). Median
-of several runs, side by side. Constriction is timed on the coder alone: the symbol and
-probability arrays are built beforehand and handed to its decoder too, while ours goes from
-CSR codes to bytes and back (feature-major transposition, gap decomposition and payload
-framing included).
 """
 
 from __future__ import annotations
@@ -30,7 +21,6 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -68,34 +58,31 @@ DATASETS = [
 # The exact symbol sequence our coder codes, from the plain Python reference encoder
 
 def symbol_sequence(codes, model, chunk_rows: int) -> dict:
-    """Binary decisions (bit, freq of 1 out of 2^28) and values (feature, symbol index) that
+    """Gap symbols (their freq out of 2^28) and values (feature, symbol index) that
     encode_chunks codes for ``codes`` under ``model``, all chunks and streams concatenated
     (mdlsae.codec.reference, whose bytes the tests check against the native coder)."""
     counts = model.counts()
-    bits, f1, vf, vs = [], [], [], []
+    gap_freq, vf, vs = [], [], []
     for r0 in range(0, codes.n_rows, chunk_rows):
         r1 = min(codes.n_rows, r0 + chunk_rows)
         lo, hi = codes.row_ptr[r0], codes.row_ptr[r1]
         part = SparseCodes(codes.row_ptr[r0:r1 + 1] - lo, codes.index[lo:hi], codes.q[lo:hi], codes.d_sae)
         for stream in codec_reference.stream_symbols(part, counts, codes.n_rows):
             for sym in stream:
-                if sym[0] == "bit":
-                    bits.append(sym[1])
-                    f1.append(sym[2])
+                if sym[0] == "gap":
+                    gap_freq.append(sym[2])
                 else:
                     vf.append(sym[1])
                     vs.append(sym[2])
-    return {"bits": np.array(bits, dtype=np.uint8), "f1": np.array(f1, dtype=np.int64),
+    return {"gap_freq": np.array(gap_freq, dtype=np.int64),
             "val_feature": np.array(vf, dtype=np.int64), "val_sym": np.array(vs, dtype=np.int64),
             "hist_ptr": counts["hist_ptr"], "hist_count": counts["hist_count"]}
 
 
 def ideal_bits(s: dict) -> dict:
-    """Cost of the sequence under its exact models: -log2 P summed (decisions at their 28-bit
+    """Cost of the sequence under its exact models: -log2 P summed (gap symbols at their 28-bit
     probabilities, values at the histogram's empirical probabilities)."""
-    f1 = s["f1"].astype(np.float64)
-    pb = np.where(s["bits"] == 1, f1, SCALE - f1) / SCALE
-    gap_bits = float(-np.log2(pb).sum())
+    gap_bits = float(-np.log2(s["gap_freq"].astype(np.float64) / SCALE).sum())
     hp, hc = s["hist_ptr"], s["hist_count"].astype(np.float64)
     feat_of = np.repeat(np.arange(len(hp) - 1), np.diff(hp))
     tot = np.bincount(feat_of, weights=hc, minlength=len(hp) - 1)
@@ -180,133 +167,6 @@ def cooccurrence_parents(codes, min_cond: float = 0.3) -> np.ndarray:
     return np.where(cond[np.arange(d), j] >= min_cond, j, -1).astype(np.int64)
 
 
-def timed(fn) -> tuple[float, float, object]:
-    """(wall s, CPU s of the calling thread, result) of one call. The CPU time is robust against
-    other processes on a shared machine when the work runs in this thread."""
-    c, t = time.thread_time(), time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t, time.thread_time() - c, out
-
-
-def throughput(codes, model, seq: dict, chunk_rows: int, repeats: int) -> dict:
-    """Our coder and constriction's on the same symbols, timed in interleaved rounds (each round
-    runs every coder once), so that a burst of load elsewhere hits all of them alike; speed-ups
-    are medians of the per-round ratios."""
-    import constriction
-
-    n_sym = len(seq["bits"]) + len(seq["val_feature"])
-    res = {"symbols": n_sym, "binary_decisions": len(seq["bits"]), "values": len(seq["val_feature"]),
-           "nnz": codes.nnz}
-    rows = [min(chunk_rows, codes.n_rows - i * chunk_rows) for i in range(-(-codes.n_rows // chunk_rows))]
-    threads0 = _C.num_threads()
-
-    def ours(threads):
-        def enc():
-            _C.set_num_threads(threads)
-            return _C.encode_chunks(model, codes.row_ptr, codes.index, codes.q, chunk_rows, 0)
-
-        def dec(payloads):
-            _C.set_num_threads(threads)
-            return _C.decode_chunks(model, payloads, rows, 0)
-
-        def check(payloads, out):
-            return (np.array_equal(out[0], codes.row_ptr) and np.array_equal(out[1], codes.index)
-                    and np.array_equal(out[2], codes.q))
-
-        return enc, dec, check, lambda payloads: 8 * sum(map(len, payloads))
-
-    # constriction: same decisions and values, whole numpy arrays per call. "family": one call with
-    # a Bernoulli model family and per-symbol P(1) for all decisions, one concrete Categorical per
-    # feature for the values. "grouped": decisions grouped by probability, each group i.i.d. under
-    # one concrete Bernoulli (option 2 of encode_reverse, the fastest path; the decoder is given
-    # the group sizes). Arrays and models are built beforehand, outside the timings.
-    bern = constriction.stream.model.Bernoulli(perfect=False)
-    bits = seq["bits"].astype(np.int32)
-    p1 = seq["f1"].astype(np.float64) / SCALE
-    hp, hc = seq["hist_ptr"], seq["hist_count"]
-    order = np.argsort(seq["val_feature"], kind="stable")
-    vf, vs = seq["val_feature"][order], seq["val_sym"][order].astype(np.int32)
-    feats, starts = np.unique(vf, return_index=True)
-    ends = np.append(starts[1:], len(vf))
-    groups = [(constriction.stream.model.Categorical(hc[hp[f]:hp[f + 1]].astype(np.float64), perfect=False),
-               vs[a:b]) for f, a, b in zip(feats, starts, ends)]
-    uniq, inv = np.unique(seq["f1"], return_inverse=True)
-    o = np.argsort(inv, kind="stable")
-    cuts = np.searchsorted(inv[o], np.arange(len(uniq) + 1))
-    bgroups = [(constriction.stream.model.Bernoulli(float(u) / SCALE, perfect=False), bits[o[a:b]])
-               for u, a, b in zip(uniq, cuts[:-1], cuts[1:])]
-
-    def constriction_coder(grouped: bool):
-        def enc():
-            coder = constriction.stream.stack.AnsCoder()
-            for mdl, s in reversed(groups):
-                coder.encode_reverse(s, mdl)
-            if grouped:
-                for mdl, s in reversed(bgroups):
-                    coder.encode_reverse(s, mdl)
-            else:
-                coder.encode_reverse(bits, bern, p1)
-            return coder.get_compressed()
-
-        def dec(comp):
-            coder = constriction.stream.stack.AnsCoder(comp)
-            b = [coder.decode(mdl, len(s)) for mdl, s in bgroups] if grouped else coder.decode(bern, p1)
-            return b, [coder.decode(mdl, len(s)) for mdl, s in groups]
-
-        def check(comp, out):
-            b, vals = out
-            ok = all(np.array_equal(x, s) for x, (_, s) in zip(b, bgroups)) if grouped else np.array_equal(b, bits)
-            return ok and all(np.array_equal(v, s) for v, (_, s) in zip(vals, groups))
-
-        return enc, dec, check, lambda comp: 32 * len(comp)
-
-    coders = {"ours_1t": ours(1), "constriction_family": constriction_coder(False),
-              "constriction_grouped": constriction_coder(True)}
-    if threads0 > 1:
-        coders[f"ours_{threads0}t"] = ours(threads0)
-    times = {k: {"encode_s": [], "decode_s": [], "encode_cpu_s": [], "decode_cpu_s": []} for k in coders}
-    for k, (enc, dec, check, nbits) in coders.items():  # warm-up, correctness and size
-        data = enc()
-        res[k] = {"bits": nbits(data), "roundtrip_ok": bool(check(data, dec(data))),
-                  "threads": int(k[5:-1]) if k.startswith("ours") else 1}
-        res[k]["calls"] = None if k.startswith("ours") else (
-            (len(bgroups) if k.endswith("grouped") else 1) + len(groups))
-    for _ in range(repeats):
-        for k, (enc, dec, _, _) in coders.items():
-            t_enc, c_enc, data = timed(enc)
-            t_dec, c_dec, _ = timed(lambda: dec(data))
-            for name, v in (("encode_s", t_enc), ("decode_s", t_dec), ("encode_cpu_s", c_enc), ("decode_cpu_s", c_dec)):
-                times[k][name].append(v)
-    _C.set_num_threads(threads0)
-    for k, tk in times.items():
-        r = res[k]
-        for name, v in tk.items():
-            if name.endswith("cpu_s") and not (k == "ours_1t" or k.startswith("constriction")):
-                continue  # CPU time of the calling thread misses the workers
-            r[name] = statistics.median(v)
-        r["encode_Msym_s"] = n_sym / r["encode_s"] / 1e6
-        r["decode_Msym_s"] = n_sym / r["decode_s"] / 1e6
-        if "encode_cpu_s" in r:
-            r["encode_cpu_Msym_s"] = n_sym / r["encode_cpu_s"] / 1e6
-            r["decode_cpu_Msym_s"] = n_sym / r["decode_cpu_s"] / 1e6
-    best = min(("constriction_family", "constriction_grouped"),
-               key=lambda k: res[k]["encode_s"] + res[k]["decode_s"])
-    res["constriction"] = dict(res[best], variant=best)
-    c = times[best]
-    for k in [k for k in res if k.startswith("ours")]:
-        for what in ("encode", "decode"):
-            res[k][f"{what}_speedup_vs_constriction"] = statistics.median(
-                a / b for a, b in zip(c[f"{what}_s"], times[k][f"{what}_s"]))
-            if "encode_cpu_s" in res[k]:
-                res[k][f"{what}_cpu_speedup_vs_constriction"] = statistics.median(
-                    a / b for a, b in zip(c[f"{what}_cpu_s"], times[k][f"{what}_cpu_s"]))
-        res[k]["bits_vs_constriction"] = res[k]["bits"] / res["constriction"]["bits"] - 1
-    # Bits at equal stream counts: constriction writes one stream, so code all rows as one chunk too.
-    one = _C.encode_chunks(model, codes.row_ptr, codes.index, codes.q, max(codes.n_rows, 1), 0)
-    res["one_stream_bits_ours"] = 8 * sum(map(len, one))
-    return res
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=120_000)
@@ -315,7 +175,6 @@ def main() -> None:
     ap.add_argument("--steps", default="0.05,0.1,0.2")
     ap.add_argument("--chunk-rows", type=int, default=codec.DEFAULT_CHUNK_ROWS)
     ap.add_argument("--zstd-level", type=int, default=19)
-    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--datasets", default="0,1,2", help="indices into the built-in dataset list")
     ap.add_argument("--out", default="bench/results/verify_dl.json")
     args = ap.parse_args()
@@ -323,7 +182,7 @@ def main() -> None:
     t_start = time.perf_counter()
     tmp_dir = tempfile.TemporaryDirectory(prefix="verify_dl_")
     tmp = tmp_dir.name
-    table, speed, failures = [], [], []
+    table, failures = [], []
     hdr = (f"{'dataset':<40} {'step':>5} {'parents':<12} {'L0':>5} {'estimate':>11} {'ideal seq':>11} {'payload':>11} "
            f"{'over %':>7} {'model':>9} {'file bits':>11} {'naive':>11} {'zstd-19':>11} {'f16 raw':>12} {'ok':>3}")
     print("bits in total over all rows; 'ideal seq' = -log2 P of the exact symbols coded (estimate + 28-bit rounding)")
@@ -376,10 +235,6 @@ def main() -> None:
                       f"{ideal['total']:>11,.0f} {info.payload_bits:>11,} {100 * info.overhead:>+7.3f} "
                       f"{info.model_bits:>9,} {8 * info.file_bytes:>11,} {info.naive_bits:>11,.0f} "
                       f"{z['best_bits']:>11,} {16 * spec.d * n:>12,} {'yes' if same else 'NO':>3}", flush=True)
-                if step == steps[len(steps) // 2] and pname in ("flat", "planted"):
-                    r = throughput(ref, model, seq, args.chunk_rows, args.repeats)
-                    r.update({"dataset": spec.name, "step": step, "parents": pname})
-                    speed.append(r)
         del x, pre
         print(f"  ({spec.name}: {time.perf_counter() - t_ds:.0f} s)", flush=True)
     print()
@@ -398,36 +253,11 @@ def main() -> None:
     if over:
         print(f"NOTE: {len(over)} of {len(table)} files exceed DESIGN §3's payload bound "
               f"(worst {max(r['overhead_pct'] for r in over):+.3f} %); see bench/rans_precision_sim.py")
-    print()
-    print("throughput, same symbols (median of %d interleaved rounds; Msym/s = million coded symbols per second)"
-          % args.repeats)
-    print("wall = elapsed time; cpu = CPU time of the coding thread (single-threaded runs only; robust against")
-    print("other processes on a shared machine); x = speed relative to the faster constriction variant (for our")
-    print("coder: the median of per-round ratios); bits: 1 stream = ours with all rows in one chunk")
-    h2 = (f"{'dataset':<40} {'par':<8} {'coder':<21} {'symbols':>10} {'enc wall':>8} {'dec wall':>8} {'enc cpu':>8} "
-          f"{'dec cpu':>8} {'enc x':>6} {'dec x':>6} {'enc x cpu':>9} {'dec x cpu':>9} {'bits':>11} {'1 stream':>11}")
-    print(h2 + "\n" + " " * 71 + "(Msym/s)")
-    for r in speed:
-        best = r["constriction"]
-        for k in [k for k in r if k.startswith("ours_")] + ["constriction_family", "constriction_grouped"]:
-            c = r[k]
-            cpu = c.get("encode_cpu_Msym_s")
-            ex = c.get("encode_speedup_vs_constriction", best["encode_s"] / c["encode_s"])
-            dx = c.get("decode_speedup_vs_constriction", best["decode_s"] / c["decode_s"])
-            ecx = c.get("encode_cpu_speedup_vs_constriction", cpu and best["encode_cpu_s"] / c["encode_cpu_s"])
-            dcx = c.get("decode_cpu_speedup_vs_constriction", cpu and best["decode_cpu_s"] / c["decode_cpu_s"])
-            one = f"{r['one_stream_bits_ours']:>11,}" if k.startswith("ours_") else ""
-            print(f"{r['dataset']:<40} {r['parents']:<8} {k:<21} {r['symbols']:>10,} {c['encode_Msym_s']:>8.1f} "
-                  f"{c['decode_Msym_s']:>8.1f} " + (f"{cpu:>8.1f} {c['decode_cpu_Msym_s']:>8.1f} " if cpu else f"{'':>17} ")
-                  + f"{ex:>6.2f} {dx:>6.2f} " + (f"{ecx:>9.2f} {dcx:>9.2f} " if cpu else f"{'':>19} ")
-                  + f"{c['bits']:>11,} {one}")
-            if not c["roundtrip_ok"]:
-                failures.append(f"{r['dataset']} {k}: throughput round trip failed")
     result = {"bench": "verify_dl", "date": datetime.date.today().isoformat(),
               "machine": f"{os.cpu_count()}-core {platform.machine()}, no GPU", "cpu": platform.processor(),
               "python": platform.python_version(), "torch": torch.__version__, "mdlsae": mdlsae.__version__,
               "zstandard": zstandard.__version__, "threads": _C.num_threads(), "args": vars(args),
-              "table": table, "throughput": speed, "failures": failures,
+              "table": table, "failures": failures,
               "seconds": time.perf_counter() - t_start}
     tmp_dir.cleanup()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -107,6 +107,36 @@ def test_bytes_match_plain_reference(case):
         assert payload == codec_reference.encode_chunk(part, counts, n, fps), f"chunk {i}"
 
 
+@pytest.mark.parametrize("with_parents", [False, True])
+def test_bytes_match_plain_reference_long_gaps(with_parents):
+    # Rare features over many rows: gap parameters m up to 12, so the grouped symbols of whole
+    # blocks (a head and up to two 4-bit groups) and long runs of "continue" are all coded.
+    rng = np.random.default_rng(7)
+    n, rates = 30_000, np.array([3e-4, 1e-3, 4e-3, 0.02, 0.1, 0.5, 0.97])
+    act = rng.random((n, len(rates))) < rates
+    parents = np.array([-1, -1, 1, -1, 3, -1, 5]) if with_parents else None
+    rows, cols = np.nonzero(act)
+    codes = SparseCodes(np.concatenate([[0], np.cumsum(act.sum(1))]).astype(np.int64), cols.astype(np.int32),
+                        rng.integers(1, 6, size=len(rows)).astype(np.int32), len(rates))
+    back, payloads, model = round_trip(codes, parents, chunk_rows=12_000)
+    assert back == codes
+    m = model.counts()["m_main"]
+    assert m.max() >= 9 and m.min() <= 1, m  # the cases above are really exercised
+    for i, payload in enumerate(payloads):
+        part = rows_of(codes, i * 12_000, min(n, (i + 1) * 12_000))
+        assert payload == codec_reference.encode_chunk(part, model.counts(), n), f"chunk {i}"
+
+
+def test_old_format_version_refused(tmp_path):
+    sae = make_sae("topk")
+    encode(torch.randn(20, 16), sae, tmp_path / "a.mdl", step=0.1)
+    raw = bytearray((tmp_path / "a.mdl").read_bytes())
+    raw[8:10] = (2).to_bytes(2, "little")  # the version field after the magic
+    (tmp_path / "old.mdl").write_bytes(bytes(raw))
+    with pytest.raises(MdlsaeError, match="format version 2, written by an older mdlsae; this one reads version 3"):
+        decode(tmp_path / "old.mdl", sae)
+
+
 @pytest.mark.parametrize("n", [0, 1])
 def test_zero_and_one_row(tmp_path, n):
     sae = make_sae("topk")
@@ -128,8 +158,8 @@ def test_golden_bitstream():
     assert digest == GOLDEN_SHA256
 
 
-GOLDEN_SIZES = [100, 100, 44]  # format version 2
-GOLDEN_SHA256 = "8d31a9ddaad91f7301fbaaf16ec3ed0f36da50a9adf3b98945fb1036a2221717"
+GOLDEN_SIZES = [108, 108, 52]  # format version 3
+GOLDEN_SHA256 = "baced9c5ec14989d00cb69a9715e56ff4dcac2976e6e8aa50e63df2cf4a69cbc"
 
 
 @pytest.fixture(scope="module")

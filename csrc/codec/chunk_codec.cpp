@@ -14,34 +14,51 @@
 namespace mdlsae::codec {
 namespace {
 
-using Encoder = RansEncoder<std::vector<uint32_t>>;
+using Encoder = RansEncoder;
+
+// Room for `puts` more symbols (each emits at most one word) in the stream's word buffer.
+// Takes and returns the write position by value: the encoder's states must never have their
+// address taken, or they leave the registers.
+__attribute__((noinline)) uint32_t* grow_words(std::vector<uint32_t>& words, uint32_t* out, int64_t puts) {
+  const size_t used = size_t(out - words.data());
+  words.resize(std::max(used + size_t(puts), 2 * words.size()));
+  return words.data() + used;
+}
+
+inline uint32_t* reserve_puts(std::vector<uint32_t>& words, uint32_t* out, int64_t puts) {
+  return out + puts <= words.data() + words.size() ? out : grow_words(words, out, puts);
+}
 
 // Puts, in reverse coding order, the active positions pos[0, n) (strictly increasing, < n_seq)
-// of a sequence of n_seq rows and its end, as GapModel describes. sym: the model's EncSymbols
-// (see EncoderTables).
-void put_gaps_reverse(Encoder& enc_io, const int32_t* pos, int64_t n, int64_t n_seq, const GapModel& g,
-                      const EncSymbol* sym, int32_t feature) {
+// of a sequence of n_seq rows and its end, as GapModel describes. sym: the model's grouped
+// symbols (gap_intervals' order).
+void put_gaps_reverse(Encoder& enc_io, std::vector<uint32_t>& words, const int32_t* pos, int64_t n, int64_t n_seq,
+                      const GapModel& g, const EncSymbol* sym, int32_t feature) {
   if (!g.used) {
     MDLSAE_CHECK_ARG(n == 0, "feature ", feature, " is active in this chunk but its model says never");
     return;
   }
-  Encoder enc = enc_io;  // a local copy keeps the lane states in registers
   const int32_t m = g.m;
-  const EncSymbol* bit = sym + 2;  // (0, 1) pairs, index j
-  // "empty" decisions come only in a sequence's last, partial block (a few per feature and
-  // chunk): made when needed rather than stored, which halves the encoder's tables
-  const auto empty = [&](int32_t k, bool one) {
-    const uint32_t s0 = RansDecoder::BitSplit::of(g.empty[k]).s0;
-    return one ? make_enc_symbol(s0, g.empty[k]) : make_enc_symbol(0, s0);
+  const GapGroups gg = gap_groups(m);
+  Encoder enc = enc_io;  // a local copy keeps the lane states in registers
+  const EncSymbol cont = sym[gg.head_symbols() - 1];
+  const EncSymbol* low = sym + gg.head_symbols();
+  // binary decisions come only in a sequence's last, partial block (a few per feature and
+  // chunk): made when needed rather than stored
+  const auto binary = [&](uint32_t f1, bool one) {
+    const uint32_t s0 = RansDecoder::BitSplit::of(f1).s0;
+    return one ? make_enc_symbol(s0, f1) : make_enc_symbol(0, s0);
   };
   // The gap `gap` when rem rows are left; gap == rem codes the end of the sequence.
   const auto put_gap = [&](int64_t gap, int64_t rem) {
     const int64_t tf = rem >> m;  // whole blocks
+    enc.out = reserve_puts(words, enc.out, (gap >> m) + 2 * m + 2);  // continues, then at most 2m + 1 decisions
     if ((gap >> m) < tf) {
-      uint64_t r = uint64_t(gap);
-      for (int32_t j = 0; j < m; ++j, r >>= 1) enc.put(bit[2 * j + (r & 1)]);
-      enc.put(sym[0]);
-      for (int64_t t = gap >> m; t > 0; --t) enc.put(sym[1]);
+      uint64_t r = uint64_t(gap) & ((uint64_t(1) << m) - 1);
+      for (int32_t i = gg.low_groups - 1; i >= 0; --i, r >>= kGroupBits)
+        enc.put(low[(int64_t(i) << kGroupBits) + (r & ((1u << kGroupBits) - 1))]);
+      enc.put(sym[r]);  // stop and the top bits
+      for (int64_t t = gap >> m; t > 0; --t) enc.put(cont);
       return;
     }
     // In the partial block: decisions on the digits of remp down to the first one where the
@@ -51,13 +68,13 @@ void put_gaps_reverse(Encoder& enc_io, const int32_t* pos, int64_t n, int64_t n_
     if (off < remp) {
       const int32_t ks = 63 - __builtin_clzll(remp ^ off);
       uint64_t r = off;
-      for (int32_t j = 0; j < ks; ++j, r >>= 1) enc.put(bit[2 * j + (r & 1)]);
-      enc.put(empty(ks, false));
+      for (int32_t j = 0; j < ks; ++j, r >>= 1) enc.put(binary(g.bit1[j], r & 1));
+      enc.put(binary(g.empty[ks], false));
       k0 = ks + 1;
     }
     for (int32_t k = k0; k < m; ++k)
-      if ((remp >> k) & 1) enc.put(empty(k, true));
-    for (int64_t t = tf; t > 0; --t) enc.put(sym[1]);
+      if ((remp >> k) & 1) enc.put(binary(g.empty[k], true));
+    for (int64_t t = tf; t > 0; --t) enc.put(cont);
   };
   const int64_t last = n ? int64_t(pos[n - 1]) + 1 : 0;
   put_gap(n_seq - last, n_seq - last);
@@ -69,8 +86,9 @@ void put_gaps_reverse(Encoder& enc_io, const int32_t* pos, int64_t n, int64_t n_
 }
 
 // Puts, in reverse coding order, the values q[0, n) of feature f.
-void put_values_reverse(Encoder& enc_io, const CodecTables& t, const EncoderTables& et, int32_t f, const int32_t* q,
-                        int64_t n) {
+void put_values_reverse(Encoder& enc_io, std::vector<uint32_t>& words, const CodecTables& t, const EncoderTables& et,
+                        int32_t f, const int32_t* q, int64_t n) {
+  enc_io.out = reserve_puts(words, enc_io.out, n);
   Encoder enc = enc_io;
   const EncSymbol* sym = et.val_sym.data() + t.vptr[f];
   for (int64_t e = n - 1; e >= 0; --e) {
@@ -82,28 +100,39 @@ void put_values_reverse(Encoder& enc_io, const CodecTables& t, const EncoderTabl
 }
 
 // Writes to pos (room for n_seq entries) the active positions of a sequence of n_seq rows (see
-// GapModel); returns their count.
-int64_t get_gaps(RansDecoder& dec_io, int32_t* pos, int64_t n_seq, const GapModel& g) {
+// GapModel); returns their count. groups: the model's lookups (DecoderTables::gap_groups_of).
+int64_t get_gaps(RansDecoder& dec_io, int32_t* pos, int64_t n_seq, const GapModel& g, const uint32_t* groups) {
   if (!g.used) return 0;
   int32_t* out = pos;
   RansDecoder dec = dec_io;  // a local copy stays in registers
   const int32_t m = g.m;
-  const RansDecoder::BitSplit cont = RansDecoder::BitSplit::of(g.cont);
+  const GapGroups gg = gap_groups(m);
+  const uint32_t cont_index = uint32_t(gg.head_symbols() - 1);
   RansDecoder::BitSplit bit[kMaxGapBits], empty[kMaxGapBits];
   for (int32_t j = 0; j < m; ++j) {
     bit[j] = RansDecoder::BitSplit::of(g.bit1[j]);
     empty[j] = RansDecoder::BitSplit::of(g.empty[j]);
   }
+  // One grouped symbol: its index, the stream advanced past it.
+  const auto get_group = [&](const uint32_t* b) {
+    const uint32_t i = GroupLookup{b}.index(dec.slot());
+    dec.advance(b[i], b[i + 1] - b[i]);
+    return i;
+  };
   int64_t cur = 0;
   while (cur < n_seq) {
     const int64_t rem = n_seq - cur, tf = rem >> m;
     int64_t t = 0;
-    while (t < tf && dec.get_bit(cont)) ++t;
+    uint32_t head = cont_index;
+    while (t < tf && (head = get_group(groups)) == cont_index) ++t;
     int64_t gap = t << m;
-    int32_t low = m;  // bits of the offset within the block that follow
-    if (t == tf) {    // the partial block: one decision per binary digit of what is left
+    if (t < tf) {  // stopped in a whole block: the top bits, then the low groups
+      uint64_t r = head;
+      for (int32_t i = 1; i <= gg.low_groups; ++i) r = (r << kGroupBits) | get_group(groups + i * kGroupStride);
+      gap += int64_t(r);
+    } else {  // the partial block: one decision per binary digit of what is left
       const int64_t remp = rem - gap;
-      low = -1;
+      int32_t low = -1;
       for (int32_t k = m - 1; k >= 0; --k) {
         if (!((remp >> k) & 1)) continue;
         if (!dec.get_bit(empty[k])) {
@@ -113,10 +142,10 @@ int64_t get_gaps(RansDecoder& dec_io, int32_t* pos, int64_t n_seq, const GapMode
         gap += int64_t(1) << k;
       }
       if (low < 0) break;  // the end of the sequence
+      uint64_t r = 0;
+      for (int32_t j = low - 1; j >= 0; --j) r = (r << 1) | dec.get_bit(bit[j]);
+      gap += int64_t(r);
     }
-    uint64_t r = 0;
-    for (int32_t j = low - 1; j >= 0; --j) r = (r << 1) | dec.get_bit(bit[j]);
-    gap += int64_t(r);
     *out++ = int32_t(cur + gap);
     cur += gap + 1;
   }
@@ -248,35 +277,34 @@ std::vector<uint8_t> encode_chunk(const CodecTables& t, const EncoderTables& et,
   const int64_t per = fps <= 0 ? d : fps;
   std::vector<uint8_t> out(4 * size_t(n_streams - 1), 0);
   std::vector<int32_t> on, off;
-  std::vector<uint32_t> words;
-  words.reserve(col.row.size() + 64);
+  std::vector<uint32_t> words(col.row.size() + 64);
   for (int32_t s = 0; s < n_streams; ++s) {
-    words.clear();
-    Encoder enc{&words};
+    Encoder enc{words.data()};
     for (int64_t oi = std::min(d, (s + 1) * per) - 1; oi >= s * per; --oi) {
       const int32_t f = t.order[oi];
       const int64_t b = col.ptr[f], n = col.ptr[f + 1] - b;
-      put_values_reverse(enc, t, et, f, col.q.data() + b, n);
+      put_values_reverse(enc, words, t, et, f, col.q.data() + b, n);
       const EncSymbol* main_sym = et.gap_sym.data() + et.gap_ptr[2 * f];
       const int32_t p = t.parent[f];
       if (p < 0) {
-        put_gaps_reverse(enc, col.row.data() + b, n, codes.rows, t.main[f], main_sym, f);
+        put_gaps_reverse(enc, words, col.row.data() + b, n, codes.rows, t.main[f], main_sym, f);
       } else {
         const int64_t pb = col.ptr[p], np = col.ptr[p + 1] - pb;
         split_by_parent(col.row.data() + b, n, col.row.data() + pb, np, on, off);
-        put_gaps_reverse(enc, off.data(), int64_t(off.size()), codes.rows - np, t.off[f],
+        put_gaps_reverse(enc, words, off.data(), int64_t(off.size()), codes.rows - np, t.off[f],
                          et.gap_sym.data() + et.gap_ptr[2 * f + 1], f);
-        put_gaps_reverse(enc, on.data(), int64_t(on.size()), np, t.main[f], main_sym, f);
+        put_gaps_reverse(enc, words, on.data(), int64_t(on.size()), np, t.main[f], main_sym, f);
       }
     }
-    const size_t at = out.size(), nw = kStateWords + words.size();
+    const size_t n_words = size_t(enc.out - words.data());
+    const size_t at = out.size(), nw = kStateWords + n_words;
     MDLSAE_CHECK_ARG(nw < UINT32_MAX, "a stream of ", nw, " words is too long; use smaller chunks");
     out.resize(at + 4 * nw);
     uint32_t states[kStateWords];
     enc.flush(states);
     for (int i = 0; i < kStateWords; ++i) put_u32(&out[at + 4 * i], states[i]);
     uint8_t* w = &out[at + 4 * kStateWords];
-    for (size_t i = words.size(); i-- > 0; w += 4) put_u32(w, words[i]);
+    for (size_t i = n_words; i-- > 0; w += 4) put_u32(w, words[i]);
     if (s + 1 < n_streams) put_u32(&out[4 * size_t(s)], uint32_t(nw));
   }
   return out;
@@ -318,12 +346,12 @@ ChunkColumns decode_chunk(const CodecTables& t, const DecoderTables& dt, int64_t
       const int32_t p = t.parent[f];
       const size_t b = c.row.size();
       if (p < 0) {
-        const int64_t n = get_gaps(dec, on.data(), rows, t.main[f]);
+        const int64_t n = get_gaps(dec, on.data(), rows, t.main[f], dt.gap_groups_of(f, 0));
         c.row.insert(c.row.end(), on.data(), on.data() + n);
       } else {
         const int64_t np = c.cnt[p];
-        const int64_t n_on = get_gaps(dec, on.data(), np, t.main[f]);
-        const int64_t n_off = get_gaps(dec, off.data(), rows - np, t.off[f]);
+        const int64_t n_on = get_gaps(dec, on.data(), np, t.main[f], dt.gap_groups_of(f, 0));
+        const int64_t n_off = get_gaps(dec, off.data(), rows - np, t.off[f], dt.gap_groups_of(f, 1));
         merge_child_rows(c.row, c.beg[p], np, on.data(), n_on, off.data(), n_off, off_row);
       }
       const size_t n = c.row.size() - b;

@@ -1,12 +1,15 @@
 // A 64-bit-state rANS coder with 32-bit words and 28-bit probabilities (after ryg_rans's
-// rans64), shared by the CPU and the CUDA coders. Symbols are (start, freq) intervals out of
-// 2^28. Two states ("lanes") take turns, symbol i going to lane i % 2 over one shared word
-// stream: their update chains are independent, so a CPU overlaps them (about 2x the speed of
-// one state). The encoder runs over its symbols in reverse with precomputed reciprocals
-// instead of a division. Lanes start from state 1, not L: the first symbols coded fill the
-// state instead of leaving ~31 idle bits per lane in the flushed state, and the decoder simply
-// stops reading words once the stream is used up. The decoder reports damage (final states
-// other than the initial ones, words left over) instead of crashing.
+// rans64). Symbols are (start, freq) intervals out of 2^28. Four states ("lanes") take turns,
+// symbol i going to lane i % 4 over one shared word stream: their update chains are
+// independent, so a CPU overlaps them. The encoder runs over its symbols in reverse with
+// precomputed reciprocals instead of a division, and renormalizes without a branch (a word is
+// emitted after ~1 symbol in 8: a branch on it is mispredicted too often). Lanes start from
+// state 1, not L: the first symbols coded fill the state instead of leaving ~31 idle bits per
+// lane in the flushed state, and the decoder simply stops reading words once the stream is
+// used up. The decoder reports damage (final states other than the initial ones, words left
+// over) instead of crashing. Also the split of an interval by a binary probability, which
+// builds the multi-bit gap symbols of tables.h identically for the encoder, the decoder and
+// the Python reference.
 #pragma once
 #include <cstdint>
 
@@ -22,7 +25,7 @@ constexpr int kProbBits = 28;  // 31 would let the state fall to ~freq and lose 
 constexpr uint64_t kProbScale = uint64_t(1) << kProbBits;
 constexpr uint64_t kRansL = uint64_t(1) << 31;  // once grown, a state lives in [L, L << 32)
 constexpr uint64_t kRansInit = 1;  // not 0: the reciprocal of freq = 1 needs x >= 1
-constexpr int kLanes = 2;
+constexpr int kLanes = 4;
 constexpr int kStateWords = 2 * kLanes;  // the flushed states that open every stream
 
 MDLSAE_CODEC_HD uint64_t mul_hi64(uint64_t a, uint64_t b) {
@@ -34,53 +37,48 @@ MDLSAE_CODEC_HD uint64_t mul_hi64(uint64_t a, uint64_t b) {
 }
 
 // One symbol prepared for the encoder: x -> (x / freq) * 2^28 + x % freq + start computed as
-// x + bias + q * cmpl with q = floor(x / freq) = mul_hi64(x, rcp) >> shift, exact for
-// x < 2^63 (Alverson's reciprocals; freq = 1 takes rcp = 2^64 - 1, q = x - 1).
+// x + bias + q * (2^28 - freq) with q = floor(x / freq) = mul_hi64(x, rcp) >> shift, exact for
+// x < 2^63 (Alverson's reciprocals; freq = 1 takes rcp = 2^64 - 1, q = x - 1). The shift is
+// stored although it follows from freq: without LZCNT (not in baseline x86-64) deriving it per
+// symbol took half the encoder's time.
 struct EncSymbol {
-  uint64_t x_max;  // renormalize (emit a word) first when x >= x_max
   uint64_t rcp;
-  uint32_t bias, cmpl, shift, pad;
+  uint32_t bias, freq, shift, pad;
 };
 
 inline EncSymbol make_enc_symbol(uint32_t start, uint32_t freq) {
-  EncSymbol s{((kRansL >> kProbBits) << 32) * freq, 0, start, uint32_t(kProbScale - freq), 0, 0};
-  if (freq < 2) {
-    s.rcp = ~uint64_t(0);
-    s.bias = start + uint32_t(kProbScale) - 1;
-  } else {
-    uint32_t shift = 0;
-    while (freq > (uint32_t(1) << shift)) ++shift;  // ceil(log2 freq)
-    const unsigned __int128 num = (unsigned __int128)1 << (63 + shift);
-    s.rcp = uint64_t((num + freq - 1) / freq);
-    s.shift = shift - 1;
-  }
-  return s;
+  if (freq < 2) return {~uint64_t(0), start + uint32_t(kProbScale) - 1, freq, 0, 0};
+  const uint32_t shift = 32 - __builtin_clz(freq - 1);  // ceil(log2 freq)
+  const unsigned __int128 num = (unsigned __int128)1 << (63 + shift);
+  return {uint64_t((num + freq - 1) / freq), start, freq, shift - 1, 0};
 }
 
-// Encoder over a caller's growable word buffer (`Words` has push_back; copies share it).
-// Symbols are put in reverse coding order; the stream is flush()'s states, then the words in
-// reverse order of emission.
-template <typename Words>
+// The encoder writes words forward at `out`; the caller guarantees room for one word per symbol
+// put (see chunk_codec.cpp). Symbols are put in reverse coding order; the stream is flush()'s
+// states, then the words in reverse order of emission.
 struct RansEncoder {
-  Words* words;
-  uint64_t x0 = kRansInit, x1 = kRansInit;  // x0: the lane of the next symbol put
+  uint32_t* out;
+  uint64_t x0 = kRansInit, x1 = kRansInit, x2 = kRansInit, x3 = kRansInit;  // x0: the next symbol's lane
 
   MDLSAE_CODEC_HD void put(const EncSymbol& s) {
     uint64_t x = x0;
-    if (x >= s.x_max) {
-      words->push_back(uint32_t(x));
-      x >>= 32;
-    }
-    x += s.bias + (mul_hi64(x, s.rcp) >> s.shift) * s.cmpl;
+    const bool emit = x >= ((kRansL >> kProbBits) << 32) * s.freq;
+    *out = uint32_t(x);
+    out += emit;
+    x >>= emit ? 32 : 0;
+    x += s.bias + (mul_hi64(x, s.rcp) >> s.shift) * (uint32_t(kProbScale) - s.freq);
     x0 = x1;
-    x1 = x;
+    x1 = x2;
+    x2 = x3;
+    x3 = x;
   }
   // The stream's opening words: lane states in decoding order, the first symbol's (put last) first.
-  MDLSAE_CODEC_HD void flush(uint32_t out[kStateWords]) const {
-    out[0] = uint32_t(x1);
-    out[1] = uint32_t(x1 >> 32);
-    out[2] = uint32_t(x0);
-    out[3] = uint32_t(x0 >> 32);
+  MDLSAE_CODEC_HD void flush(uint32_t w[kStateWords]) const {
+    const uint64_t lanes[kLanes] = {x3, x2, x1, x0};
+    for (int i = 0; i < kLanes; ++i) {
+      w[2 * i] = uint32_t(lanes[i]);
+      w[2 * i + 1] = uint32_t(lanes[i] >> 32);
+    }
   }
 };
 
@@ -89,7 +87,7 @@ struct RansEncoder {
 struct RansDecoder {
   const uint32_t* words = nullptr;
   uint32_t n = 0, pos = 0;
-  uint64_t x0 = kRansInit, x1 = kRansInit;  // x0: the lane of the next symbol
+  uint64_t x0 = kRansInit, x1 = kRansInit, x2 = kRansInit, x3 = kRansInit;  // x0: the next symbol's lane
   bool failed = false;
 
   MDLSAE_CODEC_HD void init(const uint32_t* w, uint32_t count) {
@@ -102,14 +100,19 @@ struct RansDecoder {
     }
     x0 = uint64_t(w[0]) | (uint64_t(w[1]) << 32);
     x1 = uint64_t(w[2]) | (uint64_t(w[3]) << 32);
-    if (x0 == 0 || x1 == 0 || (x0 | x1) >> 63) failed = true;
+    x2 = uint64_t(w[4]) | (uint64_t(w[5]) << 32);
+    x3 = uint64_t(w[6]) | (uint64_t(w[7]) << 32);
+    if (x0 == 0 || x1 == 0 || x2 == 0 || x3 == 0 || (x0 | x1 | x2 | x3) >> 63) failed = true;
   }
   MDLSAE_CODEC_HD uint32_t slot() const { return uint32_t(x0 & (kProbScale - 1)); }
   MDLSAE_CODEC_HD void advance(uint32_t start, uint32_t freq) {
     uint64_t x = uint64_t(freq) * (x0 >> kProbBits) + slot() - start;
+    // branch-free: a word is read after ~1 symbol in 8, which no predictor guesses
     if (x < kRansL && pos < n) x = (x << 32) | words[pos++];
     x0 = x1;
-    x1 = x;
+    x1 = x2;
+    x2 = x3;
+    x3 = x;
   }
   // Binary decision with P(1) = f1 / 2^28: ones own the top f1 slots. Branch-free, since the
   // decisions are close to fair coins that no predictor guesses.
@@ -126,7 +129,17 @@ struct RansDecoder {
     return zero + 1;
   }
   // A clean end: every word consumed and the encoder's initial states recovered.
-  MDLSAE_CODEC_HD bool finished_cleanly() const { return !failed && pos == n && x0 == kRansInit && x1 == kRansInit; }
+  MDLSAE_CODEC_HD bool finished_cleanly() const {
+    return !failed && pos == n && x0 == kRansInit && x1 == kRansInit && x2 == kRansInit && x3 == kRansInit;
+  }
 };
+
+// The share of an interval of width w >= 2 given to a binary decision's 1 (P(1) = f1 / 2^28):
+// floor(w * f1 / 2^28), kept in [1, w - 1]; the 1 takes the top of the interval, the 0 the rest.
+// At w = 2^28 it is f1 itself, the plain binary decision of RansDecoder::get_bit.
+MDLSAE_CODEC_HD uint32_t split_one(uint32_t w, uint32_t f1) {
+  const uint32_t w1 = uint32_t((uint64_t(w) * f1) >> kProbBits);
+  return w1 < 1 ? 1 : (w1 > w - 1 ? w - 1 : w1);
+}
 
 }  // namespace mdlsae::codec

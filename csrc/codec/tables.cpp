@@ -85,6 +85,35 @@ GapModel make_gap_model(uint64_t n, uint64_t total, int32_t m) {
   return g;
 }
 
+namespace {
+
+// Intervals of the 2^k values of offset bits top-1 .. top-k (high first) within [lo, lo + w).
+void split_bits(const GapModel& g, int32_t top, int32_t k, uint32_t lo, uint32_t w, uint32_t* start, uint32_t* freq) {
+  if (k == 0) {
+    *start = lo;
+    *freq = w;
+    return;
+  }
+  const uint32_t w1 = w < 2 ? 0 : split_one(w, g.bit1[top - 1]);
+  const int32_t half = 1 << (k - 1);
+  split_bits(g, top - 1, k - 1, lo, w - w1, start, freq);
+  split_bits(g, top - 1, k - 1, lo + (w - w1), w1, start + half, freq + half);
+}
+
+}  // namespace
+
+void gap_intervals(const GapModel& g, uint32_t* start, uint32_t* freq) {
+  const GapGroups gg = gap_groups(g.m);
+  const uint32_t stop = uint32_t(kProbScale) - g.cont;  // as get_bit: continue owns the top
+  split_bits(g, g.m, gg.head_bits, 0, stop, start, freq);
+  start[gg.head_symbols() - 1] = stop;
+  freq[gg.head_symbols() - 1] = g.cont;
+  for (int32_t i = 0; i < gg.low_groups; ++i) {
+    const int64_t at = gg.head_symbols() + (int64_t(i) << kGroupBits);
+    split_bits(g, kGroupBits * (gg.low_groups - i), kGroupBits, 0, uint32_t(kProbScale), start + at, freq + at);
+  }
+}
+
 int32_t choose_gap_m(uint64_t n, uint64_t total) {
   if (n == 0 || n >= total) return 0;
   const double neg_log_rho = -std::log1p(-double(n) / double(total));
@@ -165,30 +194,38 @@ CodecTables build_tables(const Counts& c) {
   return t;
 }
 
+namespace {
+
+// Sequence kind s % 2 (main, off) of feature s / 2.
+const GapModel& sequence_model(const CodecTables& t, int64_t s) {
+  static const GapModel unused;
+  return s % 2 ? (t.off.empty() ? unused : t.off[s / 2]) : t.main[s / 2];
+}
+
+}  // namespace
+
 EncoderTables build_encoder_tables(const CodecTables& t) {
   const int64_t d = t.d_sae;
-  const GapModel unused;
-  const auto model = [&](int64_t s) -> const GapModel& {  // sequence kind s % 2 of feature s / 2
-    return s % 2 ? (t.off.empty() ? unused : t.off[s / 2]) : t.main[s / 2];
-  };
   EncoderTables e;
   e.gap_ptr.assign(size_t(2 * d) + 1, 0);
   for (int64_t s = 0; s < 2 * d; ++s) {
-    const GapModel& g = model(s);
-    e.gap_ptr[s + 1] = e.gap_ptr[s] + (g.used ? 2 + 2 * g.m : 0);
+    const GapModel& g = sequence_model(t, s);
+    e.gap_ptr[s + 1] = e.gap_ptr[s] + (g.used ? gap_groups(g.m).symbols() : 0);
   }
   e.gap_sym.resize(size_t(e.gap_ptr[2 * d]));
+  std::vector<uint32_t> start, freq;
   for (int64_t s = 0; s < 2 * d; ++s) {
-    const GapModel& g = model(s);
+    const GapModel& g = sequence_model(t, s);
     if (!g.used) continue;
-    EncSymbol* out = e.gap_sym.data() + e.gap_ptr[s];
-    const auto bit = [&](int64_t at, uint32_t f1) {  // the decoder's intervals (get_bit): 0, then 1
-      const uint32_t s0 = RansDecoder::BitSplit::of(f1).s0;
-      out[at] = make_enc_symbol(0, s0);
-      out[at + 1] = make_enc_symbol(s0, f1);
-    };
-    bit(0, g.cont);
-    for (int32_t j = 0; j < g.m; ++j) bit(2 + 2 * j, g.bit1[j]);
+    const int32_t n = gap_groups(g.m).symbols();
+    start.resize(size_t(n));
+    freq.resize(size_t(n));
+    gap_intervals(g, start.data(), freq.data());
+    for (int32_t i = 0; i < n; ++i) {
+      // only a hand-made model has empty intervals; the encoder's own never do (choose_gap_m)
+      MDLSAE_CHECK_ARG(freq[i] > 0, "gap model of feature ", s / 2, " (m = ", g.m, ") is degenerate; cannot encode");
+      e.gap_sym[e.gap_ptr[s] + i] = make_enc_symbol(start[i], freq[i]);
+    }
   }
   e.val_sym.resize(t.sym.size());
   for (size_t i = 0; i < t.sym.size(); ++i) e.val_sym[i] = make_enc_symbol(t.start[i], t.freq[i]);
@@ -227,6 +264,25 @@ DecoderTables build_decoder_tables(const CodecTables& t) {
       dt.lut.push_back(int32_t(i));
     }
     dt.lut.push_back(int32_t(std::max<int64_t>(n - 1, 0)));  // bound of the last bucket
+  }
+  dt.gap_ptr.assign(size_t(2 * d) + 1, 0);
+  for (int64_t s = 0; s < 2 * d; ++s) {
+    const GapModel& g = sequence_model(t, s);
+    dt.gap_ptr[s + 1] = dt.gap_ptr[s] + (g.used ? int64_t(1 + gap_groups(g.m).low_groups) * kGroupStride : 0);
+  }
+  dt.gap_bounds.assign(size_t(dt.gap_ptr[2 * d]), uint32_t(kProbScale));
+  std::vector<uint32_t> start, freq;
+  for (int64_t s = 0; s < 2 * d; ++s) {
+    const GapModel& g = sequence_model(t, s);
+    if (!g.used) continue;
+    const GapGroups gg = gap_groups(g.m);
+    start.resize(size_t(gg.symbols()));
+    freq.resize(size_t(gg.symbols()));
+    gap_intervals(g, start.data(), freq.data());
+    uint32_t* b = dt.gap_bounds.data() + dt.gap_ptr[s];
+    std::copy(start.begin(), start.begin() + gg.head_symbols(), b);
+    for (int32_t i = 0; i < gg.low_groups; ++i)
+      std::copy_n(start.begin() + gg.head_symbols() + (i << kGroupBits), 1 << kGroupBits, b + (i + 1) * kGroupStride);
   }
   return dt;
 }

@@ -10,18 +10,28 @@
 
 #include "codec/rans.h"
 
+#if defined(__SSE2__) && !defined(__CUDACC__)
+#include <emmintrin.h>
+#endif
+
 namespace mdlsae::codec {
 
 constexpr int kMaxGapBits = 31;
 
 // Activity model of one feature over a sequence of rows where it fires with probability
 // p = n / total (DESIGN §3), exact for a finite sequence. The gap g to the next active row,
-// with rem rows left, is coded as: one decision per whole block of 2^m rows, "continue" (the
+// with rem rows left, is in binary decisions: one per whole block of 2^m rows, "continue" (the
 // block is empty, P = rho^(2^m)) or "stop", then the m bits of g within the block, bit j
 // independent with P(1) = rho^(2^j) / (1 + rho^(2^j)) (rho = 1 - p). In the last, partial block
 // of rem' < 2^m rows the decisions follow the binary digits of rem': for each digit k, "empty"
 // (the next 2^k rows, P = rho^(2^k)) or not, then the k low bits. The end of the sequence is the
 // run of "continue"s and "empty"s that reaches rem: it costs exactly -log2 rho^rem, no more.
+//
+// Coded, the whole-block decisions are grouped into few symbols (GapGroups): a "head" symbol,
+// "continue" or "stop" with the top head_bits bits of the offset, then the offset's other bits
+// in groups of kGroupBits, high to low. A symbol's interval splits [0, 2^28) decision by
+// decision (split_one), so its probability is their product to ~2^-20 relative. The rare
+// decisions of the partial block stay binary.
 struct GapModel {
   bool used = false;  // n > 0; otherwise nothing is coded for this sequence
   int32_t m = 0;
@@ -29,6 +39,23 @@ struct GapModel {
   uint32_t bit1[kMaxGapBits] = {};
   uint32_t empty[kMaxGapBits] = {};  // freq of "the next 2^k rows are empty"
 };
+
+constexpr int32_t kGroupBits = 4;
+struct GapGroups {
+  int32_t head_bits;  // offset bits in the head symbol: m - kGroupBits * low_groups, in [0, 4]
+  int32_t low_groups;
+  int32_t head_symbols() const { return (1 << head_bits) + 1; }  // stop with each top value, then continue
+  int32_t symbols() const { return head_symbols() + (low_groups << kGroupBits); }
+};
+inline GapGroups gap_groups(int32_t m) {
+  const int32_t low = m > 0 ? (m - 1) / kGroupBits : 0;
+  return {m - kGroupBits * low, low};
+}
+// The intervals of a model's grouped symbols, head first (stop + top bits in increasing value,
+// then continue), then each low group's 16 values: g.symbols() (start, freq) pairs. A model
+// with extreme probabilities may leave a value an empty interval (freq 0): one no decoder
+// returns and no encoder can code.
+void gap_intervals(const GapModel& g, uint32_t* start, uint32_t* freq);
 
 GapModel make_gap_model(uint64_t n, uint64_t total, int32_t m);
 // Target of P(continue) when choosing m. Any m codes exactly the same information; a small
@@ -55,9 +82,9 @@ struct CodecTables {
 
 // The encoder's form of the tables: every interval as a precomputed EncSymbol.
 struct EncoderTables {
-  // Sequence kind k (0 main, 1 off) of feature f: gap_sym[gap_ptr[2f + k] ...] holds
-  // "continue" = 0, "continue" = 1, then (bit j = 0, bit j = 1) for j < m. The rare "empty"
-  // decisions of a partial block are made from GapModel::empty when coded.
+  // Sequence kind k (0 main, 1 off) of feature f: gap_sym[gap_ptr[2f + k] ...] holds its
+  // grouped symbols in gap_intervals' order. The rare binary decisions of a partial block are
+  // made from GapModel when coded.
   std::vector<int64_t> gap_ptr;
   std::vector<EncSymbol> gap_sym;
   std::vector<EncSymbol> val_sym;  // parallel to CodecTables::sym
@@ -82,13 +109,39 @@ struct EncoderTables {
 
 EncoderTables build_encoder_tables(const CodecTables& t);
 
-// The decoder's lookup of value symbols: feature f's slot s (out of 2^28) lies in symbol
+// The decoder's lookups. Values: feature f's slot s (out of 2^28) lies in symbol
 // lut[lut_ptr[f] + (s >> lut_shift[f])] or in one of the few after it, up to the entry of the
 // next bucket; so a value costs one load and rarely a short search, not a binary search.
+// Gaps: each grouped symbol set (see GapGroups) as kGroupStride starts, padded with 2^28, so
+// the symbol holding a slot is a count of 16 comparisons.
+constexpr int kGroupStride = 18;
+struct GroupLookup {
+  const uint32_t* b;  // b[i]: start of symbol i, 2^28 past the last; b[0] = 0
+  // Index of the symbol holding slot (slot < 2^28)
+  MDLSAE_CODEC_HD uint32_t index(uint32_t slot) const {
+#if defined(__SSE2__) && !defined(__CUDA_ARCH__)
+    // starts and slots are below 2^31: signed compares; each lane counts -1 per start > slot
+    const __m128i v = _mm_set1_epi32(int32_t(slot));
+    const auto above = [&](int i) { return _mm_cmpgt_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + i)), v); };
+    __m128i acc = _mm_add_epi32(_mm_add_epi32(above(1), above(5)), _mm_add_epi32(above(9), above(13)));
+    acc = _mm_add_epi32(acc, _mm_shuffle_epi32(acc, 0x4E));
+    acc = _mm_add_epi32(acc, _mm_shuffle_epi32(acc, 0xB1));
+    return uint32_t(16 + _mm_cvtsi128_si32(acc));
+#else
+    uint32_t c = 0;
+    for (int i = 1; i <= 16; ++i) c += b[i] <= slot;
+    return c;
+#endif
+  }
+};
+
 struct DecoderTables {
   std::vector<int64_t> lut_ptr;
   std::vector<int32_t> lut;
   std::vector<uint8_t> lut_shift;
+  // Sequence kind k of feature f: groups at gap_ptr[2f + k], kGroupStride entries each, head first.
+  std::vector<int64_t> gap_ptr;
+  std::vector<uint32_t> gap_bounds;
 
   struct Lookup {
     const int32_t* lut;
@@ -102,6 +155,7 @@ struct DecoderTables {
     }
   };
   Lookup lookup(int32_t f) const { return {lut.data() + lut_ptr[f], lut_shift[f]}; }
+  const uint32_t* gap_groups_of(int32_t f, int kind) const { return gap_bounds.data() + gap_ptr[2 * int64_t(f) + kind]; }
 };
 
 DecoderTables build_decoder_tables(const CodecTables& t);

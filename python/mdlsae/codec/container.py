@@ -27,7 +27,8 @@ from ..errors import MdlsaeError, expect
 
 MAGIC = b"\x89MDL\r\n\x1a\n"
 # 2: chunk streams carry two interleaved rANS lanes that start from state 1, and no stream count
-VERSION = 2
+# 3: four lanes; a gap's whole-block decisions coded as a few multi-bit symbols
+VERSION = 3
 _PREAMBLE = struct.Struct("<8sHHIQ")
 _ENTRY = struct.Struct("<QIII")
 
@@ -113,7 +114,10 @@ class MdlFile:
         if magic != MAGIC:
             raise MdlsaeError(f"{self.path}: not a .mdl file (bad magic bytes)")
         if version != VERSION:
-            raise MdlsaeError(f"{self.path}: .mdl format version {version}; this mdlsae reads version {VERSION}")
+            age = "an older" if version < VERSION else "a newer"
+            raise MdlsaeError(f"{self.path}: .mdl format version {version}, written by {age} mdlsae; this one reads "
+                              f"version {VERSION} only. Decode it with the mdlsae that wrote it, or encode the "
+                              "activations again")
         if flags != 0:
             raise self._damaged(f"unknown flags {flags:#x}")
         header = self._read_exact(_PREAMBLE.size, header_len, "header")

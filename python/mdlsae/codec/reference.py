@@ -1,6 +1,7 @@
 """A plain Python transcription of the chunk coder's encoder (csrc/codec), written from DESIGN §3
 and the format notes: integer division instead of reciprocals, one symbol list in coding order
-instead of reverse walks, Python ints instead of fixed widths. Tests check that the native coder
+instead of reverse walks, Python ints instead of fixed widths, multi-bit gap symbols built by
+recursion. Tests check that the native coder
 writes exactly its bytes; benchmarks use its symbol lists to give other coders the very symbols
 ours codes. Slow (about a million symbols per second): for checks, not for data."""
 
@@ -13,6 +14,8 @@ PROB_BITS = 28
 SCALE = 1 << PROB_BITS
 RANS_L = 1 << 31
 MASK64 = (1 << 64) - 1
+LANES = 4
+GROUP_BITS = 4
 
 
 def prob_to_freq(p: float) -> int:
@@ -54,60 +57,84 @@ def bit(one: bool, f1: int) -> tuple[int, int]:
     return (s0, f1) if one else (0, s0)
 
 
-def gap_decisions(pos: list[int], n_seq: int, model) -> list[tuple[bool, int]]:
-    """Binary decisions (bit, f1) of the active positions pos in a sequence of n_seq rows and of its end: per
-    gap, "continue" per whole block of 2^m rows it skips, then either "stop" and the m bits of
-    the offset, or, in the last partial block, "empty" per binary digit of the rows left until
+def split_one(w: int, f1: int) -> int:
+    """The top share of an interval of width w given to a 1 with P(1) = f1 / 2^28."""
+    return 0 if w < 2 else min(max((w * f1) >> PROB_BITS, 1), w - 1)
+
+
+def bits_interval(value: int, k: int, top: int, bit1: list[int], lo: int, w: int) -> tuple[int, int]:
+    """The interval of the k offset bits `value` (bits top-1 .. top-k) within [lo, lo + w)."""
+    for j in reversed(range(k)):
+        w1 = split_one(w, bit1[top - k + j])
+        if (value >> j) & 1:
+            lo, w = lo + w - w1, w1
+        else:
+            w -= w1
+    return lo, w
+
+
+def gap_symbols(pos: list[int], n_seq: int, model) -> list[tuple[int, int]]:
+    """Intervals (start, freq) of the active positions pos in a sequence of n_seq rows and of its
+    end. Per gap g = t·2^m + r: in a whole block, t "continue"s, then one head symbol (stop and
+    the top bits of r), then r's other bits in groups of 4, high to low; in the last partial
+    block, t "continue"s, then binary decisions: "empty" per binary digit of the rows left until
     the one holding the gap, then the offset's lower bits. The end is a gap of all that is left."""
     if model is None:
         assert not pos
         return []
     cont, bit1, empty = model
     m = len(bit1)
+    low = (m - 1) // GROUP_BITS if m else 0
+    head_bits = m - GROUP_BITS * low
+    stop = SCALE - cont
     out, cur = [], 0
     for p in pos + [n_seq]:
         gap, rem = p - cur, n_seq - cur
         whole = rem >> m
         if gap >> m < whole:
-            out += [(True, cont)] * (gap >> m) + [(False, cont)]
-            out += [((gap >> j) & 1 == 1, bit1[j]) for j in reversed(range(m))]
+            r = gap & ((1 << m) - 1)
+            out += [(stop, cont)] * (gap >> m)
+            out.append(bits_interval(r >> (GROUP_BITS * low), head_bits, m, bit1, 0, stop))
+            for i in range(low):
+                top = GROUP_BITS * (low - i)
+                out.append(bits_interval((r >> (top - GROUP_BITS)) & 15, GROUP_BITS, top, bit1, 0, SCALE))
         else:
-            out += [(True, cont)] * whole
+            out += [(stop, cont)] * whole
             base, left = whole << m, rem - (whole << m)
             for k in reversed(range(m)):
                 if not (left >> k) & 1:
                     continue
                 if gap >= base + (1 << k):
-                    out.append((True, empty[k]))
+                    out.append(bit(True, empty[k]))
                     base += 1 << k
                 else:
-                    out.append((False, empty[k]))
-                    out += [(((gap - base) >> j) & 1 == 1, bit1[j]) for j in reversed(range(k))]
+                    out.append(bit(False, empty[k]))
+                    out += [bit(((gap - base) >> j) & 1 == 1, bit1[j]) for j in reversed(range(k))]
                     break
         cur = p + 1
     return out
 
 
 def rans_stream(symbols: list[tuple[int, int]]) -> list[int]:
-    """Two lanes from state 1, symbol i on lane i % 2, encoded in reverse with division."""
-    x, words = [1, 1], []
+    """Four lanes from state 1, symbol i on lane i % 4, encoded in reverse with division."""
+    x, words = [1] * LANES, []
     for i in reversed(range(len(symbols))):
         start, freq = symbols[i]
-        lane = i % 2
+        lane = i % LANES
         s = x[lane]
         if s >= ((RANS_L >> PROB_BITS) << 32) * freq:
             words.append(s & 0xFFFFFFFF)
             s >>= 32
         x[lane] = (s // freq) * SCALE + s % freq + start
         assert x[lane] <= MASK64
-    return [x[0] & 0xFFFFFFFF, x[0] >> 32, x[1] & 0xFFFFFFFF, x[1] >> 32] + words[::-1]
+    return [w for s in x for w in (s & 0xFFFFFFFF, s >> 32)] + words[::-1]
 
 
 def stream_symbols(codes, counts: dict, n_rows: int, features_per_stream: int = 0) -> list[list[tuple]]:
     """Per stream of one chunk (SparseCodes `codes`, rows of a file of n_rows rows coded under the
     model whose counts are `counts`: ``_C.Model.counts()``), its symbols in coding order:
-    ("bit", one, f1) for a binary decision with P(1) = f1 / 2^28 and ("value", f, i, start, freq)
-    for entry i of feature f's value table."""
+    ("gap", start, freq) for an activity symbol (see gap_symbols) and ("value", f, i, start,
+    freq) for entry i of feature f's value table."""
     parent = [int(p) for p in counts["parent"]]
     d = len(parent)
     depth = []
@@ -132,17 +159,17 @@ def stream_symbols(codes, counts: dict, n_rows: int, features_per_stream: int = 
         for f in order[s0:s0 + per]:
             p = parent[f]
             if p < 0:
-                dec = gap_decisions(rows[f], codes.n_rows, gap_model(int(active[f]), n_rows, int(counts["m_main"][f])))
+                gaps = gap_symbols(rows[f], codes.n_rows, gap_model(int(active[f]), n_rows, int(counts["m_main"][f])))
             else:
                 prow = rows[p]
                 at = [bisect_left(prow, r) for r in rows[f]]
                 with_parent = [a < len(prow) and prow[a] == r for a, r in zip(at, rows[f])]
                 on_pos = [a for a, w in zip(at, with_parent) if w]
                 off_pos = [r - a for a, r, w in zip(at, rows[f], with_parent) if not w]
-                dec = gap_decisions(on_pos, len(prow), gap_model(int(on[f]), int(active[p]), int(counts["m_main"][f])))
-                dec += gap_decisions(off_pos, codes.n_rows - len(prow),
-                                     gap_model(int(active[f] - on[f]), n_rows - int(active[p]), int(counts["m_off"][f])))
-            out += [("bit", one, f1) for one, f1 in dec]
+                gaps = gap_symbols(on_pos, len(prow), gap_model(int(on[f]), int(active[p]), int(counts["m_main"][f])))
+                gaps += gap_symbols(off_pos, codes.n_rows - len(prow),
+                                    gap_model(int(active[f] - on[f]), n_rows - int(active[p]), int(counts["m_off"][f])))
+            out += [("gap", start, freq) for start, freq in gaps]
             qs = [int(v) for v in hq[hp[f]:hp[f + 1]]]
             if qs:
                 freq = value_freqs([int(c) for c in hc[hp[f]:hp[f + 1]]])
@@ -155,7 +182,7 @@ def stream_symbols(codes, counts: dict, n_rows: int, features_per_stream: int = 
 
 def encode_chunk(codes, counts: dict, n_rows: int, features_per_stream: int = 0) -> bytes:
     """The payload of one chunk, as the native encoder must write it (see stream_symbols)."""
-    streams = [rans_stream([bit(s[1], s[2]) if s[0] == "bit" else (s[3], s[4]) for s in syms])
+    streams = [rans_stream([s[1:] if s[0] == "gap" else s[3:] for s in syms])
                for syms in stream_symbols(codes, counts, n_rows, features_per_stream)]
     head = [len(w) for w in streams[:-1]]
     return b"".join(int(w).to_bytes(4, "little") for w in head + [w for s in streams for w in s])
