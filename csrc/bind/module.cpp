@@ -12,6 +12,7 @@
 #include "codec/chunk_codec.h"
 #include "codec/tables.h"
 #include "common/check.h"
+#include "cpu/cooccur.h"
 #include "cpu/histogram.h"
 #include "cpu/parallel.h"
 #include "cpu/select_quantize.h"
@@ -131,6 +132,36 @@ PYBIND11_MODULE(_C, m) {
         return py::make_tuple(to_numpy(std::move(c.ptr)), to_numpy(std::move(c.q)),
                               to_numpy(std::move(c.count)));
       });
+
+  py::class_<PairCounter>(m, "PairCounter")
+      .def(py::init<int64_t, int64_t, int64_t>(), py::arg("d_sae"), py::arg("lo"), py::arg("hi"))
+      .def_property_readonly("d_sae", &PairCounter::d_sae)
+      .def_property_readonly("lo", &PairCounter::lo)
+      .def_property_readonly("hi", &PairCounter::hi)
+      .def(
+          "add",
+          [](PairCounter& c, I64Array row_ptr, I32Array index) {
+            MDLSAE_CHECK_ARG(row_ptr.size() >= 1, "row_ptr must have at least one entry");
+            py::gil_scoped_release nogil;
+            c.add(row_ptr.data(), int64_t(row_ptr.size()) - 1, index.data(), int64_t(index.size()));
+          },
+          py::arg("row_ptr"), py::arg("index"))
+      .def(
+          "top_edges",
+          [](const PairCounter& c, I64Array active, int64_t n_rows, int32_t k) {
+            MDLSAE_CHECK_ARG(active.size() == c.d_sae(), "active has ", active.size(), " entries, expected d_sae = ",
+                             c.d_sae());
+            PairCounter::Edges e;
+            {
+              py::gil_scoped_release nogil;
+              e = c.top_edges(active.data(), n_rows, k);
+            }
+            return py::make_tuple(to_numpy(std::move(e.i)), to_numpy(std::move(e.j)), to_numpy(std::move(e.bits)),
+                                  to_numpy(std::move(e.both)));
+          },
+          py::arg("active"), py::arg("n_rows"), py::arg("k"));
+  m.def("pair_information_bits", &pair_information_bits, py::arg("n_a"), py::arg("n_b"), py::arg("n_ab"),
+        py::arg("n_rows"));
 
   py::class_<Model>(m, "Model")
       .def(py::init([](uint64_t n_rows, I32Array parent, I64Array active, I64Array on, I32Array m_main,

@@ -36,21 +36,32 @@ MDLSAE_CODEC_HD uint64_t mul_hi64(uint64_t a, uint64_t b) {
 #endif
 }
 
-// One symbol prepared for the encoder: x -> (x / freq) * 2^28 + x % freq + start computed as
-// x + bias + q * (2^28 - freq) with q = floor(x / freq) = mul_hi64(x, rcp) >> shift, exact for
-// x < 2^63 (Alverson's reciprocals; freq = 1 takes rcp = 2^64 - 1, q = x - 1). The shift is
-// stored although it follows from freq: without LZCNT (not in baseline x86-64) deriving it per
-// symbol took half the encoder's time.
+// One symbol prepared for the encoder, 16 bytes: x -> (x / freq) * 2^28 + x % freq + start
+// computed as x + bias + q * (2^28 - freq) with q = floor(x / freq) = mul_hi64(x, rcp) >> shift,
+// exact for x < 2^63 (Alverson's reciprocals; freq = 1 takes rcp = 2^64 - 1, q = x - 1). The
+// shift (< 28) rides in the spare top bits of bias (< 2^29) and freq (<= 2^28): deriving it per
+// symbol instead (no LZCNT in baseline x86-64) took half the encoder's time, and storing it apart
+// made wide dictionaries' tables half as large again.
 struct EncSymbol {
   uint64_t rcp;
-  uint32_t bias, freq, shift, pad;
+  uint32_t bias_hi, freq_hi;  // bias | (shift & 7) << 29, freq | (shift >> 3) << 29
+
+  MDLSAE_CODEC_HD uint32_t bias() const { return bias_hi & ((1u << 29) - 1); }
+  MDLSAE_CODEC_HD uint32_t freq() const { return freq_hi & ((1u << 29) - 1); }
+  MDLSAE_CODEC_HD uint32_t shift() const { return bias_hi >> 29 | (freq_hi >> 29) << 3; }
 };
 
 inline EncSymbol make_enc_symbol(uint32_t start, uint32_t freq) {
-  if (freq < 2) return {~uint64_t(0), start + uint32_t(kProbScale) - 1, freq, 0, 0};
-  const uint32_t shift = 32 - __builtin_clz(freq - 1);  // ceil(log2 freq)
-  const unsigned __int128 num = (unsigned __int128)1 << (63 + shift);
-  return {uint64_t((num + freq - 1) / freq), start, freq, shift - 1, 0};
+  uint64_t rcp = ~uint64_t(0);
+  uint32_t bias = start + uint32_t(kProbScale) - 1, shift = 0;
+  if (freq >= 2) {
+    const uint32_t bits = 32 - __builtin_clz(freq - 1);  // ceil(log2 freq)
+    const unsigned __int128 num = (unsigned __int128)1 << (63 + bits);
+    rcp = uint64_t((num + freq - 1) / freq);
+    bias = start;
+    shift = bits - 1;
+  }
+  return {rcp, bias | (shift & 7) << 29, freq | (shift >> 3) << 29};
 }
 
 // The encoder writes words forward at `out`; the caller guarantees room for one word per symbol
@@ -62,11 +73,12 @@ struct RansEncoder {
 
   MDLSAE_CODEC_HD void put(const EncSymbol& s) {
     uint64_t x = x0;
-    const bool emit = x >= ((kRansL >> kProbBits) << 32) * s.freq;
+    const uint32_t freq = s.freq();
+    const bool emit = x >= ((kRansL >> kProbBits) << 32) * freq;
     *out = uint32_t(x);
     out += emit;
     x >>= emit ? 32 : 0;
-    x += s.bias + (mul_hi64(x, s.rcp) >> s.shift) * (uint32_t(kProbScale) - s.freq);
+    x += s.bias() + (mul_hi64(x, s.rcp) >> s.shift()) * (uint32_t(kProbScale) - freq);
     x0 = x1;
     x1 = x2;
     x2 = x3;

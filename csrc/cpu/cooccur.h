@@ -1,0 +1,45 @@
+// Pairwise co-activity of features, counted exactly one block of features at a time, and the
+// mutual information between feature activities that parent discovery ranks edges by
+// (DESIGN §2: coding child i given parent j's activity saves exactly N·I(a_i; a_j) bits).
+// A block [lo, hi) holds counts[i - lo][j] = rows where i and j > i are both active: the
+// caller sizes the block to its memory budget (4·d_sae bytes per feature of the block) and
+// streams every batch of codes through it, so memory never grows with the number of rows.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace mdlsae {
+
+class PairCounter {
+ public:
+  PairCounter(int64_t d_sae, int64_t lo, int64_t hi);
+
+  // Row-major sparse codes of one batch: row_ptr[rows + 1], index (strictly increasing per row;
+  // host memory, the layout select_quantize writes).
+  void add(const int64_t* row_ptr, int64_t rows, const int32_t* index, int64_t nnz);
+
+  // For every feature of the block, its `k` best partners j > i by mutual information, and for
+  // every feature j its `k` best partners i in this block (i < j): the candidate edges of a
+  // maximum spanning forest. active[d_sae]: rows where each feature is active; n_rows: all rows.
+  // Returns (i, j, bits) triples, i < j, bits = N·I(a_i; a_j) in bits, without duplicates.
+  struct Edges {
+    std::vector<int32_t> i, j;
+    std::vector<double> bits;
+    std::vector<int64_t> both;  // rows where i and j are both active
+  };
+  Edges top_edges(const int64_t* active, int64_t n_rows, int32_t k) const;
+
+  int64_t d_sae() const { return d_; }
+  int64_t lo() const { return lo_; }
+  int64_t hi() const { return hi_; }
+
+ private:
+  int64_t d_, lo_, hi_;
+  std::vector<uint32_t> counts_;  // [hi - lo, d]
+};
+
+// N·I(a; b) in bits of two binary activities from their counts (plug-in estimate: exactly the
+// saving of coding one given the other with empirical Bernoulli models).
+double pair_information_bits(int64_t n_a, int64_t n_b, int64_t n_ab, int64_t n_rows);
+
+}  // namespace mdlsae
