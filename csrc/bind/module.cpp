@@ -160,6 +160,16 @@ PYBIND11_MODULE(_C, m) {
                                   to_numpy(std::move(e.both)));
           },
           py::arg("active"), py::arg("n_rows"), py::arg("k"));
+  m.def(
+      "max_forest",
+      [](int64_t d_sae, I32Array i, I32Array j, py::array_t<double, py::array::c_style | py::array::forcecast> gain,
+         I64Array active) {
+        MDLSAE_CHECK_ARG(i.size() == j.size() && i.size() == gain.size(), "edge arrays differ in length: ", i.size(),
+                         ", ", j.size(), ", ", gain.size());
+        MDLSAE_CHECK_ARG(active.size() == d_sae, "active has ", active.size(), " entries, expected d_sae = ", d_sae);
+        return to_numpy(max_forest(d_sae, i.data(), j.data(), gain.data(), i.size(), active.data()));
+      },
+      py::arg("d_sae"), py::arg("i"), py::arg("j"), py::arg("gain"), py::arg("active"));
   m.def("pair_information_bits", &pair_information_bits, py::arg("n_a"), py::arg("n_b"), py::arg("n_ab"),
         py::arg("n_rows"));
 

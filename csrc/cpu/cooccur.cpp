@@ -159,4 +159,52 @@ PairCounter::Edges PairCounter::top_edges(const int64_t* active, int64_t n_rows,
   return out;
 }
 
+std::vector<int64_t> max_forest(int64_t d_sae, const int32_t* i, const int32_t* j, const double* gain, int64_t n_edges,
+                                const int64_t* active) {
+  MDLSAE_CHECK_ARG(d_sae > 0 && d_sae < (int64_t(1) << 31), "d_sae must be in [1, 2^31), got ", d_sae);
+  for (int64_t e = 0; e < n_edges; ++e)
+    MDLSAE_CHECK_ARG(i[e] >= 0 && i[e] < d_sae && j[e] >= 0 && j[e] < d_sae && i[e] != j[e], "edge ", e, " (", i[e],
+                     ", ", j[e], ") is not between two features in [0, ", d_sae, ")");
+  std::vector<int64_t> order;
+  for (int64_t e = 0; e < n_edges; ++e)
+    if (gain[e] > 0) order.push_back(e);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return gain[a] > gain[b]; });
+  std::vector<int32_t> up(static_cast<size_t>(d_sae));
+  for (int64_t f = 0; f < d_sae; ++f) up[f] = int32_t(f);
+  const auto find = [&](int32_t f) {
+    while (up[f] != f) f = up[f] = up[up[f]];
+    return f;
+  };
+  std::vector<std::vector<int32_t>> adj(static_cast<size_t>(d_sae));
+  for (int64_t e : order) {
+    const int32_t a = find(i[e]), b = find(j[e]);
+    if (a == b) continue;
+    up[a] = b;
+    adj[i[e]].push_back(j[e]);
+    adj[j[e]].push_back(i[e]);
+  }
+  // roots: per tree the most active feature; then orient breadth-first from it
+  std::vector<int32_t> root_of(static_cast<size_t>(d_sae), -1);
+  for (int64_t f = 0; f < d_sae; ++f) {
+    const int32_t t = find(int32_t(f));
+    const int32_t r = root_of[t];
+    if (r < 0 || active[f] > active[r]) root_of[t] = int32_t(f);
+  }
+  std::vector<int64_t> parent(static_cast<size_t>(d_sae), -2);
+  std::vector<int32_t> queue;
+  for (int64_t f = 0; f < d_sae; ++f) {
+    if (root_of[f] < 0) continue;
+    const int32_t r = root_of[f];
+    parent[r] = -1;
+    queue.assign(1, r);
+    for (size_t h = 0; h < queue.size(); ++h)
+      for (int32_t c : adj[queue[h]])
+        if (parent[c] == -2) {
+          parent[c] = queue[h];
+          queue.push_back(c);
+        }
+  }
+  return parent;
+}
+
 }  // namespace mdlsae

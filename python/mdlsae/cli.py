@@ -10,7 +10,7 @@ import sys
 
 from .errors import MdlsaeError
 
-COMMANDS = ["dl", "encode", "decode", "inspect", "select", "sweep", "train", "toy", "extract", "import_",
+COMMANDS = ["dl", "encode", "decode", "inspect", "select", "sweep", "parents", "train", "toy", "extract", "import_",
             "demo", "info"]
 
 

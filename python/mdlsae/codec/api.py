@@ -39,6 +39,7 @@ from ..budget import budget_bytes, rows_for
 from ..errors import MdlsaeError, expect
 from ..fileio import atomic_file
 from ..measure.dl import scan, step_summary
+from ..measure.forest import shape_of
 from ..measure.store import CodeStore
 from ..models.sae import SAE
 
@@ -91,6 +92,7 @@ class MdlInfo:
     sae_hash: str
     step: float | dict
     conditional: bool
+    forest: dict | None = None  # the file's parent forest (measure.forest.shape_of) and its flat estimate
 
     @property
     def overhead(self) -> float:
@@ -121,6 +123,11 @@ class MdlInfo:
             ("naive L0*(B+log2 D)", f"{self.naive_bits / n:.2f} bits/row"),
             ("SAE sha256", self.sae_hash[:16] + "…"),
         ]
+        if self.forest is not None:
+            fo = self.forest
+            rows.insert(5, ("forest", f"{fo['edges']:,} children in {fo['trees']:,} trees, depth <= {fo['max_depth']}; "
+                                      f"strictness median {fo['strictness_median']:.3f}; flat estimate "
+                                      f"{fo['flat_estimate_bits'] / n:.2f} bits/row"))
         w = max(len(r[0]) for r in rows)
         return "\n".join(f"{a:<{w}}  {b}" for a, b in rows)
 
@@ -224,4 +231,7 @@ def inspect(path: str | os.PathLike) -> MdlInfo:
                        chunk_rows=f.chunk_rows, estimate_bits=stats.estimate_bits(),
                        payload_bits=8 * f.payload_bytes, model_bits=8 * (f.header_bytes + f.index_bytes),
                        file_bytes=f.file_bytes, naive_bits=naive_bits_per_row(l0, f.d_sae, stats.max_q()) * n,
-                       l0=l0, sae_hash=f.meta["sae_sha256"], step=step, conditional=stats.parents is not None)
+                       l0=l0, sae_hash=f.meta["sae_sha256"], step=step, conditional=stats.parents is not None,
+                       forest=None if stats.parents is None else
+                       {**shape_of(stats.parents, stats.active, stats.active_with_parent),
+                        "flat_estimate_bits": stats.estimate_bits(conditional=False)})

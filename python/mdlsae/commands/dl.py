@@ -24,12 +24,28 @@ def add_parser(sub) -> None:
     q.add_argument("--steps", metavar="STEPS.npy",
                    help="per-feature steps: float32 [d_sae], positive and finite (e.g. from `mdlsae select "
                         "--per-feature --steps-out`)")
-    p.add_argument("--parents", metavar="PARENTS.npy",
-                   help="int64 [d_sae] forest: -1 for roots; children are coded given their parent")
+    add_parents_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     add_memory_flag(p)
     add_progress_flag(p)
     p.set_defaults(run=run)
+
+
+def add_parents_argument(p) -> None:
+    p.add_argument("--parents", metavar="PARENTS.npy|auto",
+                   help="int64 [d_sae] forest (-1 for roots; children are coded given their parent), or 'auto' "
+                        "to discover it on these very rows first (in-sample; `mdlsae parents --fit` measures "
+                        "out of sample)")
+
+
+def resolve_parents(value: str | None, acts, sae: SAE, step, progress: bool) -> tuple[np.ndarray | None, dict | None]:
+    """(parents, forest summary): a forest from its file, or discovered on ``acts`` for 'auto'."""
+    if value != "auto":
+        return load_parents(value), None
+    from ..measure.forest import discover_parents
+
+    forest = discover_parents(acts, sae, step, progress=progress)
+    return forest.parents, forest.summary()
 
 
 def load_parents(path: str | None) -> np.ndarray | None:
@@ -71,8 +87,10 @@ def load_steps(path: str, d_sae: int) -> np.ndarray:
 def run(args) -> int:
     sae = SAE.load(args.sae)
     step = args.step if args.steps is None else load_steps(args.steps, sae.d_sae)
-    rep = measure_dl(open_acts(args), sae, step, parents=load_parents(args.parents),
-                     progress=args.progress and sys.stderr.isatty(),
-                     sae_name=args.sae)
+    acts, progress = open_acts(args), args.progress and sys.stderr.isatty()
+    parents, forest = resolve_parents(args.parents, acts, sae, step, progress)
+    rep = measure_dl(acts, sae, step, parents=parents, progress=progress, sae_name=args.sae)
+    if forest is not None:
+        rep.extra["forest"] = forest
     print(json.dumps(rep.to_dict()) if args.json else rep.table())
     return 0

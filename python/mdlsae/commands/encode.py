@@ -8,7 +8,7 @@ import sys
 from . import add_acts_argument, add_memory_flag, add_progress_flag, open_acts, positive_float, positive_int
 from ..codec.api import DEFAULT_CHUNK_ROWS, encode
 from ..models.sae import SAE
-from .dl import load_parents, load_steps
+from .dl import add_parents_argument, load_steps, resolve_parents
 
 
 def add_parser(sub) -> None:
@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
     q.add_argument("--step", type=positive_float, help="one quantization step for every latent")
     q.add_argument("--steps", metavar="STEPS.npy",
                    help="per-feature steps: float32 [d_sae], positive and finite (stored in the file's header)")
-    p.add_argument("--parents", metavar="PARENTS.npy", help="int64 [d_sae] forest, -1 for roots")
+    add_parents_argument(p)
     p.add_argument("--chunk-rows", type=positive_int, default=DEFAULT_CHUNK_ROWS,
                    help=f"rows per independently decodable chunk (default {DEFAULT_CHUNK_ROWS})")
     p.add_argument("--json", action="store_true", help="print the file summary as JSON")
@@ -37,7 +37,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     sae = SAE.load(args.sae)
     step = args.step if args.steps is None else load_steps(args.steps, sae.d_sae)
-    info = encode(open_acts(args), sae, args.output, step, parents=load_parents(args.parents),
-                  chunk_rows=args.chunk_rows, progress=args.progress and sys.stderr.isatty())
+    acts, progress = open_acts(args), args.progress and sys.stderr.isatty()
+    parents, _ = resolve_parents(args.parents, acts, sae, step, progress)
+    info = encode(acts, sae, args.output, step, parents=parents, chunk_rows=args.chunk_rows, progress=progress)
     print(json.dumps(info.to_dict()) if args.json else info.table())
     return 0

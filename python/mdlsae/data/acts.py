@@ -208,6 +208,17 @@ def shard_files(spec: str | os.PathLike) -> list[Path]:
     return files
 
 
+class _Window:
+    """Rows [start, stop) of another Activations (see Activations.window)."""
+
+    def __init__(self, acts: "Activations", start: int, stop: int):
+        self.acts, self.start, self.n_rows, self.d = acts, start, stop - start, acts.d
+        self.dtype = acts._parts[0].dtype
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        return self.acts.rows(self.start + start, self.start + stop)
+
+
 class Activations:
     """A read-only [n_rows, d] activation matrix served in float32 row batches.
 
@@ -264,6 +275,18 @@ class Activations:
             raise MdlsaeError(f"{self.name}: row {start + r}, column {c} is {x[r, c].item()}; "
                               "activations must be finite")
         return x
+
+    def window(self, start: int, stop: int) -> "Activations":
+        """Rows [start, stop) as an Activations of their own (no copy): e.g. fit on some rows,
+        measure on the others."""
+        expect(0 <= start <= stop <= self.n_rows, f"{self.name}: row window [{start}, {stop}) is not inside "
+                                                  f"its {self.n_rows} rows")
+        if (start, stop) == (0, self.n_rows):
+            return self
+        view = object.__new__(Activations)
+        view.name, view.d, view.n_rows = f"{self.name}[{start}:{stop}]", self.d, stop - start
+        view._parts, view._starts = [_Window(self, start, stop)], np.array([0, stop - start])
+        return view
 
     def batches(self, batch_rows: int, start: int = 0, stop: int | None = None) -> Iterator[torch.Tensor]:
         stop = self.n_rows if stop is None else min(stop, self.n_rows)

@@ -4,7 +4,9 @@
 (superposition when there are more features than dimensions), z the sparse non-negative true
 code. The independent ("base") features fire with power-law rates and uniform magnitudes,
 optionally correlated in small groups (a Gaussian copula). On top of them come hierarchical
-features (a child fires only when its parent fires, at most one child per parent) and
+features (a child fires mostly when its parent fires, at most one child per parent: only then
+for strict trees, also with probability ``child_leak`` when the parent is silent for loose ones,
+like the write-up's Animal → Bird where a bird-like word need not name an animal) and
 AND-composite features (active exactly when both of two base features are). Rows are made in
 fixed chunks, each from its own seed, so any number of rows streams to disk in bounded memory
 and the first n rows never depend on how many rows were asked for.
@@ -46,6 +48,7 @@ class ToySpec:
     n_parents: int = 0  # hierarchy: this many base features get children
     children: int = 2  # children per parent
     child_rate: float = 0.5  # P(one of its children fires | parent fires)
+    child_leak: float = 0.0  # P(one of its children fires | parent silent): 0 makes the trees strict
     n_and: int = 0  # AND-composite features
 
     def __post_init__(self) -> None:
@@ -62,6 +65,7 @@ class ToySpec:
                "n_parents and n_and must be >= 0, children >= 1")
         expect(self.n_parents <= self.n_base, f"n_parents={self.n_parents} exceeds the {self.n_base} base features")
         expect(0 <= self.child_rate <= 1, f"child_rate must be in [0, 1], got {self.child_rate}")
+        expect(0 <= self.child_leak <= 1, f"child_leak must be in [0, 1], got {self.child_leak}")
 
     @property
     def n_base(self) -> int:
@@ -135,7 +139,9 @@ class ToyGenerator:
             base_on = torch.rand(n, s.n_base, generator=g, dtype=torch.float64) < self.base_rates
         parts = [base_on]
         if s.n_parents:
-            fires = (torch.rand(n, s.n_parents, generator=g) < s.child_rate) & base_on[:, :s.n_parents]
+            u = torch.rand(n, s.n_parents, generator=g)
+            parent_on = base_on[:, :s.n_parents]
+            fires = torch.where(parent_on, u < s.child_rate, u < s.child_leak)
             pick = torch.randint(s.children, (n, s.n_parents), generator=g)
             child = torch.nn.functional.one_hot(pick, s.children).bool() & fires[..., None]
             parts.append(child.reshape(n, -1))

@@ -107,6 +107,10 @@ class DLReport:
         ]
         if self.flat_dl_bits_per_row is not None:
             rows.append(("DL estimate (flat)", f"{self.flat_dl_bits_per_row:.2f} bits/row"))
+        if "forest" in self.extra:  # discovered on these rows (--parents auto)
+            fo = self.extra["forest"]
+            rows.append(("forest (found here)", f"{fo['edges']:,} children in {fo['trees']:,} trees, "
+                                                f"{fo['model_bits']:,} model bits"))
         rows += [
             (f"naive L0*(B+log2 D), B={self.value_bits}", f"{self.naive_bits_per_row:.2f} bits/row"),
             ("dense d*B", f"{self.dense_bits_per_row:.0f} bits/row"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import Iterator
 
 import numpy as np
 
@@ -76,6 +77,11 @@ class CodeStore:
             start += b - a
             i += 1
         return SparseCodes.concat(parts, self.d_sae)
+
+    def batches(self) -> Iterator[SparseCodes]:
+        """Every stored batch of codes in row order, one in memory at a time."""
+        for i in range(len(self._segments)):
+            yield self._segment(i)
 
     def close(self) -> None:
         if self._file is not None:
