@@ -157,3 +157,25 @@ def test_cli_parents_auto_and_inspect(tmp_path, capsys):
     info = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert info["forest"]["edges"] == dl["forest"]["edges"]
     assert info["forest"]["flat_estimate_bits"] > info["estimate_bits"]
+
+
+def test_select_with_forests_pays_for_them():
+    from mdlsae.selection.precision import SparseLatents
+    from mdlsae.selection.select import select_sae
+
+    toy = make_toy(n_rows=20_000, seed=8, d=32, n_features=64, mean_active=3, n_parents=10, children=2,
+                   child_rate=0.7)
+    saes = [("a", make_sae("topk", d_in=32, d_sae=64, k=5, seed=9)), ("b", make_sae("topk", d_in=32, d_sae=48,
+                                                                                   k=4, seed=10))]
+    lat = SparseLatents.from_sae(toy.x, saes[0][1])
+    assert lat.codes(lat.quantize_values(np.float32(0.05))) == select_quantize(
+        saes[0][1].pre_acts(torch.from_numpy(toy.x)).detach(), k=5, step=0.05)
+    flat = select_sae(toy.x, saes, tolerance=0.1)  # finer than these random SAEs reach: the finest steps
+    tree = select_sae(toy.x, saes, tolerance=0.1, parents="auto")
+    assert all(c.report.l0 > 0 for c in flat.candidates)
+    for f, t in zip(flat.candidates, tree.candidates):
+        assert t.precision.step == f.precision.step  # a forest changes the bits, not the loss
+        assert t.report.flat_dl_bits_per_row == pytest.approx(f.dl_bits_per_row)
+        assert t.dl_bits_per_row < f.dl_bits_per_row
+        assert t.two_part.forest_bits > 0 and t.two_part.model_bits == f.two_part.model_bits + t.two_part.forest_bits
+    assert "edges" in tree.table()

@@ -32,6 +32,9 @@ def add_parser(sub) -> None:
     p.add_argument("--decoder-bits", type=int, choices=(0, 8, 16, 32), default=16, metavar="B",
                    help="bits per decoder weight counted in the model bits: 8, 16 (default) or 32; 0: not counted")
     p.add_argument("--max-rows", type=positive_int, help="evaluate on the first N rows only (default all)")
+    p.add_argument("--parents", choices=["auto"],
+                   help="'auto': measure every candidate conditional on its own parent forest (found on its codes "
+                        "at its step), the two-part total paying for the forest")
     p.add_argument("--steps-out", metavar="STEPS.npy", help="save the chosen SAE's step(s) as float32 .npy")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     add_memory_flag(p)
@@ -41,7 +44,8 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     sel = select_sae(open_acts(args), args.sae, args.tolerance, args.metric, args.per_feature, args.criterion,
-                     args.max_rows, args.decoder_bits, progress=args.progress and sys.stderr.isatty())
+                     args.max_rows, args.decoder_bits, progress=args.progress and sys.stderr.isatty(),
+                     parents=args.parents)
     chosen = sel.chosen
     if args.steps_out and chosen is not None:
         with atomic_file(args.steps_out) as f:

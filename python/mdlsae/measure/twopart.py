@@ -6,6 +6,8 @@ Model bits are what a receiver needs besides the payload:
     distinct q as a gap from the previous one, and its count), all in Elias-gamma code
     (2⌊log2 n⌋ + 1 bits for n >= 1), a simple universal code that needs no agreed maximum;
   - the quantization steps, float32: one, or one per feature;
+  - with a parent forest, its own bits (measure.forest: a flag per feature, and per child its
+    parent's index and co-activity count); the data bits are then the conditional estimate;
   - optionally the decoder at a stated precision (e.g. float16: 16·d_in bits per row of
     W_dec, plus b_dec). Only features active at least once need their row: a feature the
     tables declare dead is never decoded.
@@ -52,17 +54,20 @@ class TwoPartDL:
     step_bits: int
     decoder_bits: int  # 0 when the decoder is not counted
     decoder_precision: int  # bits per decoder weight (0: not counted)
+    forest_bits: int = 0  # the parent forest, when the data bits are conditional on one
 
     @classmethod
-    def of(cls, stats: FeatureStats, d_in: int, per_feature_steps: bool, decoder_precision: int = 16) -> "TwoPartDL":
+    def of(cls, stats: FeatureStats, d_in: int, per_feature_steps: bool, decoder_precision: int = 16,
+           forest_bits: int = 0) -> "TwoPartDL":
         alive = int((stats.active > 0).sum())
-        return cls(stats.n_rows, stats.estimate_bits(conditional=False), table_bits(stats),
+        return cls(stats.n_rows, stats.estimate_bits(conditional=True), table_bits(stats),
                    STEP_BITS * (stats.d_sae if per_feature_steps else 1),
-                   decoder_precision * d_in * (alive + 1) if decoder_precision else 0, decoder_precision)
+                   decoder_precision * d_in * (alive + 1) if decoder_precision else 0, decoder_precision,
+                   forest_bits)
 
     @property
     def model_bits(self) -> int:
-        return self.table_bits + self.step_bits + self.decoder_bits
+        return self.table_bits + self.step_bits + self.decoder_bits + self.forest_bits
 
     @property
     def total_bits(self) -> float:
@@ -82,6 +87,7 @@ class TwoPartDL:
 
     def to_dict(self) -> dict:
         return {"data_bits": self.data_bits, "table_bits": self.table_bits, "step_bits": self.step_bits,
+                "forest_bits": self.forest_bits,
                 "decoder_bits": self.decoder_bits, "decoder_precision": self.decoder_precision,
                 "model_bits": self.model_bits, "total_bits": self.total_bits,
                 "data_bits_per_row": self.data_bits_per_row, "total_bits_per_row": self.total_bits_per_row,

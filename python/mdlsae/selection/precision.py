@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.acts import as_activations
-from ..measure.codes import steps_tensor
+from ..measure.codes import SparseCodes, steps_tensor
 from ..measure.entropy import FeatureStats
 from ..errors import MdlsaeError, expect
 from ..measure.kernels import Histogram
@@ -135,6 +135,13 @@ class SparseLatents:
         hist.add_codes(self.index[keep], q[keep].astype(np.int32), self.n_rows)
         ptr, hq, count = hist.to_csr()
         return FeatureStats(self.n_rows, hist.active_counts(), ptr, hq, count)
+
+    def codes(self, q: np.ndarray) -> SparseCodes:
+        """The codes with quantized values ``q`` (the entries with q >= 1)."""
+        keep = q >= 1
+        rows = np.repeat(np.arange(self.n_rows), np.diff(self.row_ptr))
+        row_ptr = np.concatenate([[0], np.cumsum(np.bincount(rows[keep], minlength=self.n_rows))]).astype(np.int64)
+        return SparseCodes(row_ptr, self.index[keep], q[keep].astype(np.int32), self.d_sae)
 
     def reconstruct(self, weights: np.ndarray, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """x^ of rows [start, stop) when every stored latent is replaced by ``weights`` (its

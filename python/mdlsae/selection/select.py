@@ -11,6 +11,7 @@ total at this N.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from tqdm.auto import tqdm
 from .allocate import Allocation, allocate_steps
 from ..errors import expect
 from ..measure.dl import DLReport, report
+from ..measure.forest import forest_of_codes
 from .precision import Evaluator, Metric, Point, Precision, SparseLatents, effective_precision, rd_curve, resolve_metric
 from ..models.sae import SAE
 from ..measure.twopart import AMORTISATION_ROWS, TwoPartDL
@@ -41,6 +43,7 @@ class Candidate:
     allocation: Allocation | None  # per-feature steps, when asked for
     two_part: TwoPartDL
     rd: list[dict] = field(default_factory=list)  # {"step", "loss", "dl_bits_per_row", "l0"}
+    forest: dict | None = None  # the candidate's own parent forest (parents="auto"): its summary
 
     @property
     def step(self) -> float | np.ndarray:
@@ -81,27 +84,40 @@ class Candidate:
                                   "fallback": a.fallback}
         if self.rd:
             out["rd_curve"] = self.rd
+        if self.forest is not None:
+            out["forest"] = self.forest
+            out["flat_dl_bits_per_row"] = r.flat_dl_bits_per_row
         return out
 
 
 def evaluate_sae(acts, sae: SAE, tolerance: float, metric: Metric = "mse", per_feature: bool = False,
                  max_rows: int | None = None, decoder_precision: int = 16, name: str | None = None,
-                 rd: bool = False, progress: bool = False) -> Candidate:
+                 rd: bool = False, progress: bool = False, parents: str | None = None) -> Candidate:
     """Effective precision of ``sae`` at ``tolerance`` (and per-feature steps, and the
-    rate-distortion curve around it, when asked) on the first ``max_rows`` rows of ``acts``."""
+    rate-distortion curve around it, when asked) on the first ``max_rows`` rows of ``acts``.
+    ``parents="auto"``: the DL is conditional on the candidate's own forest, found on its codes
+    at the chosen step(s) (measure.forest), and the two-part total pays for that forest. The
+    step search itself stays flat: a forest changes the bits, not the loss."""
+    expect(parents in (None, "auto"), f"parents must be None or 'auto' when selecting SAEs, got {parents!r}")
     name = name or f"{sae.cfg.architecture} D={sae.d_sae}"
     ev = Evaluator(SparseLatents.from_sae(acts, sae, max_rows=max_rows, progress=progress), metric)
     prec = effective_precision(ev, tolerance)
     alloc = allocate_steps(ev, prec) if per_feature else None
     final = alloc.point if alloc is not None else prec.point
-    rep = report(final.stats, final.err, final.step, sae.d_in, name)
-    two = TwoPartDL.of(final.stats, sae.d_in, alloc is not None and not alloc.fallback, decoder_precision)
+    stats, forest = final.stats, None
+    if parents == "auto":
+        forest = forest_of_codes(ev.latents.codes(ev.latents.quantize_values(final.step)))
+        stats = dataclasses.replace(stats, parents=forest.parents, active_with_parent=forest.both)
+    rep = report(stats, final.err, final.step, sae.d_in, name)
+    two = TwoPartDL.of(stats, sae.d_in, alloc is not None and not alloc.fallback, decoder_precision,
+                       forest.model_bits if forest is not None else 0)
     curve = []
     if rd:
         curve = [{"step": float(p.step), "loss": p.loss, "dl_bits_per_row": p.dl_bits_per_row, "l0": p.l0}
                  for p in rd_curve(ev, prec.step * 2.0 ** RD_EXPONENTS)]
     cfg = {"architecture": sae.cfg.architecture, "d_in": sae.d_in, "d_sae": sae.d_sae, "k": sae.cfg.k}
-    return Candidate(name, cfg, rep, final.loss, final.loss <= tolerance, prec, alloc, two, curve)
+    return Candidate(name, cfg, rep, final.loss, final.loss <= tolerance, prec, alloc, two, curve,
+                     forest.summary() if forest is not None else None)
 
 
 @dataclass
@@ -124,8 +140,10 @@ class Selection:
     def table(self) -> str:
         n = self.candidates[0].report.n_rows if self.candidates else 0
         per_feature = any(c.allocation is not None for c in self.candidates)
+        forests = any(c.forest is not None for c in self.candidates)
         head = (f"{'SAE':<24} {'D':>6} {'k':>4} {'L0':>6} {'step':>9} {self.metric:>9} {'ok':>3} "
-                f"{'DL b/row':>9} {'model bits':>11} {'total b/row':>11}" + (f" {'saving':>7}" if per_feature else ""))
+                f"{'DL b/row':>9} {'model bits':>11} {'total b/row':>11}" + (f" {'saving':>7}" if per_feature else "")
+                + (f" {'flat DL':>9} {'edges':>6}" if forests else ""))
         lines = [f"tolerance {self.metric} <= {self.tolerance:g} on {n:,} rows; chosen by "
                  f"{'data bits (large-N DL)' if self.criterion == 'data' else 'two-part total at this N'}",
                  head, "-" * len(head)]
@@ -139,6 +157,8 @@ class Selection:
                     f"{c.two_part.model_bits:>11,} {c.two_part.total_bits_per_row:>11.2f}")
             if per_feature:
                 line += f" {100 * c.allocation.saving:>6.1f}%" if c.allocation else f" {'-':>7}"
+            if forests:
+                line += f" {c.report.flat_dl_bits_per_row:>9.2f} {c.forest['edges']:>6,}"
             lines.append(line)
         if chosen is None:
             lines.append("no candidate meets the tolerance")
@@ -153,9 +173,11 @@ class Selection:
 
 def select_sae(acts, saes: list[str | os.PathLike] | list[tuple[str, SAE]], tolerance: float,
                metric: Metric = "mse", per_feature: bool = False, criterion: str = "data",
-               max_rows: int | None = None, decoder_precision: int = 16, progress: bool = False) -> Selection:
+               max_rows: int | None = None, decoder_precision: int = 16, progress: bool = False,
+               parents: str | None = None) -> Selection:
     """Evaluate every candidate (SAE directories, or ``(name, SAE)`` pairs) at ``tolerance``
-    and choose the one with the smallest DL among those meeting it."""
+    and choose the one with the smallest DL among those meeting it (each with its own forest
+    for ``parents="auto"``)."""
     expect(criterion in CRITERIA, f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
     expect(len(saes) > 0, "no candidate SAEs given")
     expect(tolerance > 0, f"tolerance must be positive, got {tolerance}")
@@ -163,5 +185,5 @@ def select_sae(acts, saes: list[str | os.PathLike] | list[tuple[str, SAE]], tole
     for item in tqdm(saes, desc="select", unit="sae", disable=not progress):
         name, sae = (item if isinstance(item, tuple) else (str(item), SAE.load(item)))
         cands.append(evaluate_sae(acts, sae, tolerance, metric, per_feature, max_rows, decoder_precision, name,
-                                  progress=False))
+                                  progress=False, parents=parents))
     return Selection(tolerance, resolve_metric(metric)[0], criterion, cands)
