@@ -29,6 +29,9 @@ def add_parser(sub) -> None:
     p.add_argument("--metric", choices=METRICS, default="mse")
     p.add_argument("--per-feature", action="store_true", help="also allocate per-feature steps")
     p.add_argument("--max-rows", type=positive_int, help="evaluate on the first N held-out rows only")
+    p.add_argument("--parents", choices=["auto"],
+                   help="'auto': measure each SAE conditional on its own parent forest (mdlsae parents), the "
+                        "two-part total paying for it")
     p.add_argument("--decoder-bits", type=int, choices=(0, 8, 16, 32), default=16, metavar="B",
                    help="bits per decoder weight counted in the model bits: 8, 16 (default) or 32; 0: not counted")
     p.add_argument("--image-shape", nargs=2, type=positive_int, metavar=("H", "W"),
@@ -56,7 +59,7 @@ def run(args) -> int:
         train, evaluate, dataset = args.train, args.eval, args.train
     cfg = SweepConfig(widths=args.widths, ks=args.k, tolerance=args.tolerance, architectures=args.arch,
                       metric=args.metric, epochs=args.epochs, seed=args.seed, per_feature=args.per_feature,
-                      max_rows=args.max_rows, decoder_precision=args.decoder_bits)
+                      max_rows=args.max_rows, decoder_precision=args.decoder_bits, parents=args.parents)
     res = run_sweep(train, evaluate, cfg, args.out, image_shape, dataset,
                     progress=args.progress and sys.stderr.isatty())
     print(f"{len(res['candidates'])} SAEs, {args.metric} <= {args.tolerance:g} on {res['eval_rows']:,} held-out rows")

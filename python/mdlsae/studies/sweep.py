@@ -45,6 +45,7 @@ class SweepConfig:
     per_feature: bool = False
     max_rows: int | None = None
     decoder_precision: int = 16
+    parents: str | None = None  # "auto": each SAE measured with its own parent forest
 
     def __post_init__(self) -> None:
         expect(self.widths and self.ks and self.architectures, "a sweep needs at least one width, k and architecture")
@@ -154,7 +155,7 @@ def run_sweep(train, evaluate, cfg: SweepConfig, out_dir: str | Path, image_shap
         name = sae_name(arch, width, k)
         sae = _trained(train, arch, width, k, cfg, out / "saes" / name, progress)
         cand = evaluate_sae(evaluate, sae, cfg.tolerance, cfg.metric, cfg.per_feature, cfg.max_rows,
-                            cfg.decoder_precision, name, rd=True)
+                            cfg.decoder_precision, name, rd=True, parents=cfg.parents)
         cands.append(cand.to_dict())
         usage[name] = cand.final_point.stats.active
     best = best_per_width(cands)
