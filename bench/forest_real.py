@@ -31,7 +31,10 @@ import torch
 from mdlsae import codec
 from mdlsae.data.acts import Activations
 from mdlsae.measure.dl import measure_dl
+from mdlsae.measure.codes import SparseCodes
 from mdlsae.measure.forest import discover_parents
+from mdlsae.measure.kernels import select_quantize
+from mdlsae.measure.twopart import elias_gamma_bits
 from mdlsae.models.sae import SAE
 from mdlsae.selection.select import evaluate_sae
 
@@ -60,6 +63,39 @@ def families(forest, n: int = 6) -> list[tuple[int, list[int]]]:
     top = np.argsort(-gain, kind="stable")[:n]
     return [(int(p), [int(c) for c in sorted(kids[forest.parents[kids] == p], key=lambda c: -forest.gain_bits[c])][:6])
             for p in top]
+
+
+def value_conditioning(codes, parents: np.ndarray) -> dict:
+    """What conditioning each child's value model on its parent being active would save, before
+    keeping it: the value bits of the children with one histogram vs one per parent state (on
+    these rows), and the extra table bits the second histogram costs (twopart's Elias-gamma)."""
+    d = codes.d_sae
+    rows = codes.rows()
+    keys = rows * d + codes.index
+    has = parents[codes.index] >= 0
+    f, q = codes.index[has].astype(np.int64), codes.q[has].astype(np.int64)
+    pk = rows[has] * d + parents[f]
+    on = np.isin(pk, keys).astype(np.int64)
+
+    def bits_and_tables(group: np.ndarray) -> tuple[float, float]:
+        # group: one id per entry; value bits -Σ c log2(c / n) and table bits per group
+        g_q, c = np.unique(np.stack([group, q]), axis=1, return_counts=True)
+        n = np.bincount(np.searchsorted(np.unique(group), g_q[0]), weights=c)
+        ng = n[np.searchsorted(np.unique(group), g_q[0])]
+        data = float(-(c * np.log2(c / ng)).sum())
+        first = np.r_[True, g_q[0][1:] != g_q[0][:-1]]
+        gaps = np.where(first, g_q[1], g_q[1] - np.r_[0, g_q[1][:-1]])
+        distinct = np.bincount(np.searchsorted(np.unique(group), g_q[0]))
+        tables = float(elias_gamma_bits(gaps).sum() + elias_gamma_bits(c).sum() + elias_gamma_bits(distinct + 1).sum()
+                       + elias_gamma_bits(n.astype(np.int64) + 1).sum())
+        return data, tables
+
+    flat_data, flat_tables = bits_and_tables(f)
+    cond_data, cond_tables = bits_and_tables(2 * f + on)
+    n = max(codes.n_rows, 1)
+    return {"value_bits_per_row_flat": flat_data / n, "value_bits_per_row_given_parent": cond_data / n,
+            "saving_bits_per_row": (flat_data - cond_data) / n, "extra_table_bits": cond_tables - flat_tables,
+            "net_saving_bits_per_row": (flat_data - cond_data - (cond_tables - flat_tables)) / n}
 
 
 def top_tokens(acts, sae, step, feats, token_ids, k=8) -> dict[int, list[int]]:
@@ -102,6 +138,12 @@ def main() -> None:
         res["out_of_sample"] = {"forest": fit.summary(), **measured(held, sae, step, fit, tmp)}
         full = discover_parents(acts, sae, step)
         res["in_sample"] = {"forest": full.summary(), **measured(acts, sae, step, full, tmp)}
+    k_sel, thr = sae.selection()
+    with torch.no_grad():
+        codes = SparseCodes.concat([select_quantize(sae.pre_acts(acts.rows(s, min(acts.n_rows, s + 8192))), k=k_sel,
+                                                    threshold=thr, step=step)
+                                    for s in range(0, acts.n_rows, 8192)], sae.d_sae)
+    res["value_model_given_parent"] = value_conditioning(codes, full.parents)
     fams = families(full)
     res["families"] = [{"root": r, "children": c} for r, c in fams]
     out = Path(a.out)
@@ -145,7 +187,8 @@ def main() -> None:
     print(f"{a.name}: step {step:.4g} ({a.metric} {cand.loss:.4f}); out of sample on {o['rows']:,} rows: DL "
           f"{o['dl_flat_bits_per_row']:.1f} -> {o['dl_forest_bits_per_row']:.1f} bits/row ({-o['dl_saving_pct']:+.1f} %), "
           f"file {o['file_flat_bytes']:,} -> {o['file_forest_bytes']:,} B ({-o['file_saving_pct']:+.1f} %); in sample: "
-          f"DL {-i['dl_saving_pct']:+.1f} %, file {-i['file_saving_pct']:+.1f} %")
+          f"DL {-i['dl_saving_pct']:+.1f} %, file {-i['file_saving_pct']:+.1f} %; value models given the parent: "
+          f"{res['value_model_given_parent']['net_saving_bits_per_row']:+.2f} bits/row net")
 
 
 if __name__ == "__main__":
