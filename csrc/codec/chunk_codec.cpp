@@ -44,10 +44,10 @@ void put_gaps_reverse(Encoder& enc_io, std::vector<uint32_t>& words, const int32
   const EncSymbol cont = sym[gg.head_symbols() - 1];
   const EncSymbol* low = sym + gg.head_symbols();
   // binary decisions come only in a sequence's last, partial block (a few per feature and
-  // chunk): made when needed rather than stored
+  // chunk): coded with a division rather than stored
   const auto binary = [&](uint32_t f1, bool one) {
     const uint32_t s0 = RansDecoder::BitSplit::of(f1).s0;
-    return one ? make_enc_symbol(s0, f1) : make_enc_symbol(0, s0);
+    one ? enc.put_exact(s0, f1) : enc.put_exact(0, s0);
   };
   // The gap `gap` when rem rows are left; gap == rem codes the end of the sequence.
   const auto put_gap = [&](int64_t gap, int64_t rem) {
@@ -68,12 +68,12 @@ void put_gaps_reverse(Encoder& enc_io, std::vector<uint32_t>& words, const int32
     if (off < remp) {
       const int32_t ks = 63 - __builtin_clzll(remp ^ off);
       uint64_t r = off;
-      for (int32_t j = 0; j < ks; ++j, r >>= 1) enc.put(binary(g.bit1[j], r & 1));
-      enc.put(binary(g.empty[ks], false));
+      for (int32_t j = 0; j < ks; ++j, r >>= 1) binary(g.bit1[j], r & 1);
+      binary(g.empty[ks], false);
       k0 = ks + 1;
     }
     for (int32_t k = k0; k < m; ++k)
-      if ((remp >> k) & 1) enc.put(binary(g.empty[k], true));
+      if ((remp >> k) & 1) binary(g.empty[k], true);
     for (int64_t t = tf; t > 0; --t) enc.put(cont);
   };
   const int64_t last = n ? int64_t(pos[n - 1]) + 1 : 0;

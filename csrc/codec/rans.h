@@ -84,6 +84,20 @@ struct RansEncoder {
     x2 = x3;
     x3 = x;
   }
+  // The same for a symbol used too rarely to prepare: one division instead of a reciprocal
+  // (whose own computation, a 128-bit division, costs more than this).
+  MDLSAE_CODEC_HD void put_exact(uint32_t start, uint32_t freq) {
+    uint64_t x = x0;
+    const bool emit = x >= ((kRansL >> kProbBits) << 32) * freq;
+    *out = uint32_t(x);
+    out += emit;
+    x >>= emit ? 32 : 0;
+    x = ((x / freq) << kProbBits) + x % freq + start;
+    x0 = x1;
+    x1 = x2;
+    x2 = x3;
+    x3 = x;
+  }
   // The stream's opening words: lane states in decoding order, the first symbol's (put last) first.
   MDLSAE_CODEC_HD void flush(uint32_t w[kStateWords]) const {
     const uint64_t lanes[kLanes] = {x3, x2, x1, x0};
