@@ -6,6 +6,9 @@
 #include <pybind11/stl.h>
 
 #include <memory>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <mutex>
 #include <optional>
 
@@ -102,6 +105,16 @@ PYBIND11_MODULE(_C, m) {
     d["cplusplus"] = long(__cplusplus);
     d["hardware_threads"] = int(std::thread::hardware_concurrency());
     return d;
+  });
+  // Gives freed heap memory back to the system. Between large, short-lived buffers (an SAE's
+  // latents) glibc keeps the heap's top pinned by small live objects: evaluating 30 SAEs in
+  // one process grew by ~400 MB per SAE until malloc_trim. A no-op without glibc.
+  m.def("trim_memory", [] {
+#if defined(__GLIBC__)
+    return malloc_trim(0) != 0;
+#else
+    return false;
+#endif
   });
   m.def("num_threads", &num_threads);
   m.def("set_num_threads", &set_num_threads, py::arg("n"));

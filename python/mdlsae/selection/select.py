@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from .allocate import Allocation, allocate_steps
 from ..errors import expect
 from ..measure.dl import DLReport, report
+from .._native import _C
 from ..measure.forest import forest_of_codes
 from .precision import Evaluator, Metric, Point, Precision, SparseLatents, effective_precision, rd_curve, resolve_metric
 from ..models.sae import SAE
@@ -186,4 +187,6 @@ def select_sae(acts, saes: list[str | os.PathLike] | list[tuple[str, SAE]], tole
         name, sae = (item if isinstance(item, tuple) else (str(item), SAE.load(item)))
         cands.append(evaluate_sae(acts, sae, tolerance, metric, per_feature, max_rows, decoder_precision, name,
                                   progress=False, parents=parents))
+        del sae
+        _C.trim_memory()  # else each SAE's freed latents stay in the process (glibc fragmentation)
     return Selection(tolerance, resolve_metric(metric)[0], criterion, cands)

@@ -25,6 +25,7 @@ from ..data.acts import as_activations
 from ..errors import expect
 from ..fileio import atomic_file
 from ..models.sae import SAE
+from .._native import _C
 from ..selection.select import evaluate_sae
 from ..models.train import TrainConfig, train_sae
 
@@ -158,6 +159,8 @@ def run_sweep(train, evaluate, cfg: SweepConfig, out_dir: str | Path, image_shap
                             cfg.decoder_precision, name, rd=True, parents=cfg.parents)
         cands.append(cand.to_dict())
         usage[name] = cand.final_point.stats.active
+        del sae, cand
+        _C.trim_memory()  # each SAE's freed buffers back to the system (see select_sae)
     best = best_per_width(cands)
     ok = [c for c in cands if c["meets_tolerance"]]
     chosen = min(ok, key=lambda c: c["dl_bits_per_row"], default=None)
