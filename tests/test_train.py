@@ -18,7 +18,7 @@ from mdlsae.data import make_toy, mmcs
 from mdlsae.models.sae import SAE
 from mdlsae.models.train import BatchStream, TrainConfig, Trainer, evaluate, train, train_sae
 
-ARCHS = ["topk", "batchtopk", "jumprelu", "relu"]
+ARCHS = ["topk", "batchtopk", "matryoshka", "jumprelu", "relu"]
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +39,35 @@ def weights(sae):
 def test_every_architecture_trains(small, arch):
     res = train(small.x, cfg(arch, epochs=3))
     sae = res.sae
-    assert sae.cfg.architecture == {"batchtopk": "jumprelu"}.get(arch, arch)
+    assert sae.cfg.architecture == {"batchtopk": "jumprelu", "matryoshka": "jumprelu"}.get(arch, arch)
     np.testing.assert_allclose(sae.W_dec.detach().norm(dim=1).numpy(), 1, atol=1e-5)
     assert res.stats["fvu"] < 0.7 and 0 <= res.stats["dead_frac"] < 1
     assert res.stats["steps"] == 3 * (4000 // 128)
-    if arch == "batchtopk":  # one calibrated threshold: mean L0 close to k
+    if arch in ("batchtopk", "matryoshka"):  # one calibrated threshold: mean L0 close to k
         assert torch.all(sae.threshold == sae.threshold[0]) and sae.threshold[0].item() > 0
         assert res.stats["l0"] == pytest.approx(4, rel=0.25)
     if arch == "topk":
         assert res.stats["l0"] <= 4
+
+
+def test_matryoshka_prefixes_reconstruct_on_their_own(small):
+    # the nested prefixes are trained to reconstruct: the first 16 latents alone explain far more
+    # of the data than the first 16 of a plain BatchTopK SAE
+    from mdlsae.models.train.objectives.matryoshka import default_groups
+
+    assert default_groups(64) == [4, 4, 8, 16, 32] and sum(default_groups(1000)) == 1000
+    x = torch.from_numpy(small.x)
+
+    @torch.no_grad()
+    def prefix_fvu(sae, m):
+        z = sae.encode(x)
+        z[:, m:] = 0
+        return float(((sae.decode(z) - x) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
+    mat = train(small.x, cfg("matryoshka", epochs=3, groups=[16, 16, 32])).sae
+    flat = train(small.x, cfg("batchtopk", epochs=3)).sae
+    assert prefix_fvu(mat, 16) < 0.8 * prefix_fvu(flat, 16)
+    with pytest.raises(MdlsaeError, match="sum to d_sae=64"):
+        train(small.x, cfg("matryoshka", groups=[16, 16]))
 
 
 def test_deterministic_given_the_seed(small):
@@ -58,7 +78,7 @@ def test_deterministic_given_the_seed(small):
     assert not torch.equal(a.W_dec, c.W_dec)
 
 
-@pytest.mark.parametrize("arch", ["topk", "batchtopk", "jumprelu", "relu"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_resume_equals_uninterrupted(small, tmp_path, monkeypatch, arch):
     full = train(small.x, cfg(arch, epochs=3)).sae
     ckpt = tmp_path / "run.ckpt"

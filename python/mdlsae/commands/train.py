@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -18,7 +19,9 @@ def add_parser(sub) -> None:
                                    "jumprelu and relu). Progress is checkpointed to SAE_DIR.ckpt "
                                    "(periodically and on Ctrl-C); --resume continues from it.")
     add_acts_argument(p)
-    p.add_argument("--arch", choices=["topk", "batchtopk", "jumprelu", "relu"], default="topk")
+    p.add_argument("--arch", choices=["topk", "batchtopk", "matryoshka", "jumprelu", "relu"], default="topk",
+                   help="matryoshka: BatchTopK whose nested prefixes of the dictionary each reconstruct "
+                        "(Bussmann et al. 2025); batchtopk and matryoshka are saved as JumpReLU")
     p.add_argument("--d-sae", type=positive_int, required=True, metavar="D", help="number of latents")
     p.add_argument("--k", type=positive_int, help="L0 (default min(32, d_in/8))")
     p.add_argument("-o", "--out", required=True, metavar="SAE_DIR", help="output SAE directory")
@@ -29,6 +32,8 @@ def add_parser(sub) -> None:
     p.add_argument("--b-dec-init", choices=["median", "mean"], default="median")
     p.add_argument("--no-normalize", dest="normalize", action="store_false",
                    help="train on raw activations instead of scaled ones")
+    p.add_argument("--groups", type=group_sizes, metavar="G1,G2,...",
+                   help="matryoshka group sizes, summing to --d-sae (default D/16,D/16,D/8,D/4,D/2)")
     p.add_argument("--aux-k", type=int, help="AuxK dead latents per row (default d_in/2; 0: off)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--resume", action="store_true", help="continue from SAE_DIR.ckpt")
@@ -41,14 +46,26 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+def group_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return sizes
+
+
 def run(args) -> int:
     from ..models.train import TrainConfig, train
 
     set_threads(args.threads)
     expect(args.aux_k is None or args.aux_k >= 0, f"--aux-k must be >= 0, got {args.aux_k}")
+    expect(args.groups is None or args.arch == "matryoshka", "--groups is for --arch matryoshka")
     cfg = TrainConfig(architecture=args.arch, d_sae=args.d_sae, k=args.k, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, b_dec_init=args.b_dec_init,
-                      normalize=args.normalize, aux_k=args.aux_k, seed=args.seed, device=args.device)
+                      normalize=args.normalize, aux_k=args.aux_k, seed=args.seed, device=args.device,
+                      groups=args.groups)
     ckpt = Path(str(Path(args.out)) + ".ckpt")
     expect(not args.resume or ckpt.is_file(), f"--resume: no checkpoint {str(ckpt)!r} to resume from")
     res = train(open_acts(args), cfg, progress=args.progress and sys.stderr.isatty(), checkpoint=ckpt,

@@ -41,6 +41,7 @@ class TrainConfig:
     l0_coeff: float = 0.5  # jumprelu: weight (× d_in) of the penalty (L0 / k - 1)²
     threshold_init: float = 0.01  # jumprelu: initial threshold (scaled units): starts close to ReLU
     bandwidth: float = 0.05  # JumpReLU straight-through kernel width (scaled units)
+    groups: list[int] | None = None  # matryoshka: group sizes summing to d_sae (default D/16, D/16, D/8, D/4, D/2)
     seed: int = 0
     device: str = "auto"  # "auto": CUDA when available
     train_decoder: bool = True  # False: fit only the encoder (and biases) to a fixed dictionary

@@ -127,7 +127,8 @@ class Trainer:
         err = x - out.x_hat  # the residual AuxK learns
         mse = err.pow(2).sum(1).mean()
         aux = self._aux_loss(pre, err.detach())
-        loss = mse + cfg.aux_alpha * aux + out.penalty
+        rec = (mse + sum((x - p).pow(2).sum(1).mean() for p in out.prefixes)) / (1 + len(out.prefixes))
+        loss = rec + cfg.aux_alpha * aux + out.penalty
         self.opt.zero_grad(set_to_none=False)
         loss.backward()
         if cfg.train_decoder:

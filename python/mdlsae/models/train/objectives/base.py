@@ -7,7 +7,7 @@ checkpoint keeps, and how the trained weights become the saved inference SAE.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -18,6 +18,9 @@ class Forward:
     fired: torch.Tensor  # indices of the latents that fired in this batch (repeats allowed)
     l0: float  # mean active latents per row
     penalty: torch.Tensor  # sparsity term added to the loss (0-dim)
+    # reconstructions by nested prefixes of the dictionary (Matryoshka): the loss averages their
+    # squared errors with x_hat's
+    prefixes: list[torch.Tensor] = field(default_factory=list)
 
 
 def dense_forward(sae, z: torch.Tensor, penalty: torch.Tensor) -> Forward:

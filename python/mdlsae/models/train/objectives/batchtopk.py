@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from .base import Forward, Objective, dense_forward
+from .base import Forward, Objective
 
 
 class BatchTopK(Objective):
@@ -15,14 +16,31 @@ class BatchTopK(Objective):
     saved_arch = "jumprelu"
 
     def forward(self, sae, pre: torch.Tensor) -> Forward:
-        flat = torch.relu(pre).flatten()
-        top = flat.topk(self.k * len(pre), sorted=False)
-        z = torch.zeros_like(flat).scatter(0, top.indices, top.values).view_as(pre)
-        return dense_forward(sae, z, pre.new_zeros(()))
+        rows, cols, vals = batch_topk(pre, self.k)
+        x_hat = bag_decode(sae.W_dec, rows, len(pre), cols, vals) + sae.b_dec
+        return Forward(x_hat, cols, len(vals) / len(pre), pre.new_zeros(()))
 
     def finish(self, sae, sample: torch.Tensor, scale: float) -> None:
         with torch.no_grad():
             sae.threshold.fill_(batchtopk_threshold(sae, sample, self.k))
+
+
+def batch_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(rows, features, values) of the k·batch largest positive pre-activations of the batch."""
+    top = torch.relu(pre).flatten().topk(k * len(pre), sorted=False)
+    keep = top.values > 0
+    idx, vals = top.indices[keep], top.values[keep]
+    return idx // pre.shape[1], idx % pre.shape[1], vals
+
+
+def bag_decode(w_dec: torch.Tensor, bags: torch.Tensor, n_bags: int, cols: torch.Tensor,
+               vals: torch.Tensor) -> torch.Tensor:
+    """[n_bags, d_in]: bag b sums vals · w_dec[cols] over its entries (bags[e] == b): gathering
+    the active decoder rows instead of a dense [batch, d_sae] product."""
+    order = torch.argsort(bags)
+    counts = torch.bincount(bags, minlength=n_bags)
+    offsets = torch.cumsum(counts, 0) - counts
+    return F.embedding_bag(cols[order], w_dec, offsets, per_sample_weights=vals[order], mode="sum")
 
 
 @torch.no_grad()
