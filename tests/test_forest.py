@@ -109,6 +109,23 @@ def test_planted_trees_recovered(leak):
     assert (s["strictness_median"] == 1.0) == (leak == 0)
 
 
+def test_multi_level_planted_trees():
+    # Animal -> Bird -> Sparrow: 20 roots, 2 children each, 2 grandchildren per child; strict
+    toy = make_toy(n_rows=100_000, seed=4, d=64, n_features=256, mean_active=3, n_parents=20, children=2,
+                   child_rate=0.7, levels=2)
+    par = toy.parents
+    assert (par >= 0).sum() == 20 * (2 + 4) and (par[par[par >= 0]] >= 0).sum() == 80  # 80 grandchildren
+    on = toy.coeffs > 0
+    kids = np.flatnonzero(par >= 0)
+    assert not (on[:, kids] & ~on[:, par[kids]]).any()  # strict: never without the parent
+    codes = select_quantize(torch.from_numpy(toy.coeffs), k=0, step=0.05)
+    f = forest_of_codes(codes)
+    planted = {frozenset((c, par[c])) for c in kids}
+    found = {frozenset((c, f.parents[c])) for c in f.children}
+    assert len(planted & found) >= 0.95 * len(planted)
+    assert f.summary()["max_depth"] >= 2
+
+
 def test_discover_from_an_sae_within_a_small_budget(monkeypatch):
     sae = make_sae("topk", d_in=16, d_sae=64, k=6, seed=4)
     x = torch.randn(4000, 16, generator=torch.Generator().manual_seed(5))

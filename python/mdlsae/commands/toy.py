@@ -27,6 +27,8 @@ def add_parser(sub) -> None:
     m.add_argument("--group", type=positive_int, default=4, help="size of the correlated groups")
     m.add_argument("--parents", type=int, default=0, help="base features that get children (hierarchy)")
     m.add_argument("--children", type=positive_int, default=2, help="children per parent")
+    m.add_argument("--levels", type=positive_int, default=1,
+                   help="depth of the planted trees (2: every child has children of its own)")
     m.add_argument("--child-rate", type=float, default=0.5, help="P(a child fires | its parent fires)")
     m.add_argument("--child-leak", type=float, default=0.0,
                    help="P(a child fires | its parent is silent): 0 (default) plants strict trees, more plants loose "
@@ -50,7 +52,8 @@ def run_make(args) -> int:
 
     spec = ToySpec(d=args.d, n_features=args.features, mean_active=args.active, exponent=args.exponent,
                    noise=args.noise, correlation=args.correlation, group=args.group, n_parents=args.parents,
-                   children=args.children, child_rate=args.child_rate, child_leak=args.child_leak, n_and=args.and_features)
+                   children=args.children, child_rate=args.child_rate, child_leak=args.child_leak,
+                   levels=args.levels, n_and=args.and_features)
     out = Path(args.out)
     truth = args.truth or str(out.with_name(out.name.removesuffix(".npy") + ".truth.safetensors"))
     write_toy(out, args.rows, spec, seed=args.seed, truth_path=truth,

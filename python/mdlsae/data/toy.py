@@ -12,7 +12,8 @@ fixed chunks, each from its own seed, so any number of rows streams to disk in b
 and the first n rows never depend on how many rows were asked for.
 
 Feature layout: ``[0, n_base)`` base features by decreasing rate (the first ``n_parents`` of them
-are parents), then ``children`` per parent, then the ``n_and`` composites. ``parents`` is the
+are parents), then ``children`` per parent (and, with ``levels`` > 1, per child, level by
+level: Animal → Bird → Sparrow), then the ``n_and`` composites. ``parents`` is the
 forest that ``mdlsae dl --parents`` reads (-1 for roots).
 """
 
@@ -49,32 +50,43 @@ class ToySpec:
     children: int = 2  # children per parent
     child_rate: float = 0.5  # P(one of its children fires | parent fires)
     child_leak: float = 0.0  # P(one of its children fires | parent silent): 0 makes the trees strict
+    levels: int = 1  # depth of the trees: each child of level < levels has `children` of its own
     n_and: int = 0  # AND-composite features
 
     def __post_init__(self) -> None:
         expect(self.d > 0 and self.n_features > 0, "d and n_features must be positive")
         expect(self.n_base >= 2, f"n_features={self.n_features} leaves {self.n_base} base features after "
-                                 f"{self.n_parents}x{self.children} children and {self.n_and} AND features; need >= 2")
+                                 f"{self.n_tree} tree children and {self.n_and} AND features; need >= 2")
         expect(0 < self.mean_active < self.n_base, f"mean_active must be in (0, {self.n_base}), got {self.mean_active}")
         expect(0 <= self.mag_min <= self.mag_max and self.mag_max > 0,
                f"need 0 <= mag_min <= mag_max, mag_max > 0; got {self.mag_min}, {self.mag_max}")
         expect(self.noise >= 0, f"noise must be >= 0, got {self.noise}")
         expect(0 <= self.correlation < 1, f"correlation must be in [0, 1), got {self.correlation}")
         expect(self.group >= 1, f"group must be >= 1, got {self.group}")
-        expect(self.n_parents >= 0 and self.children >= 1 and self.n_and >= 0,
-               "n_parents and n_and must be >= 0, children >= 1")
+        expect(self.n_parents >= 0 and self.children >= 1 and self.n_and >= 0 and self.levels >= 1,
+               "n_parents and n_and must be >= 0, children and levels >= 1")
         expect(self.n_parents <= self.n_base, f"n_parents={self.n_parents} exceeds the {self.n_base} base features")
         expect(0 <= self.child_rate <= 1, f"child_rate must be in [0, 1], got {self.child_rate}")
         expect(0 <= self.child_leak <= 1, f"child_leak must be in [0, 1], got {self.child_leak}")
 
     @property
+    def n_tree(self) -> int:
+        """Features below the roots: n_parents · (c + c² + … + c^levels)."""
+        return self.n_parents * sum(self.children ** level for level in range(1, self.levels + 1))
+
+    @property
     def n_base(self) -> int:
-        return self.n_features - self.n_parents * self.children - self.n_and
+        return self.n_features - self.n_tree - self.n_and
 
     def parents(self) -> np.ndarray:
-        """int64 [n_features]: the parent of each child, -1 for every other feature."""
+        """int64 [n_features]: the parent of each child, -1 for every other feature. Level l's
+        features follow level l-1's, each parent's children together."""
         p = np.full(self.n_features, -1, dtype=np.int64)
-        p[self.n_base:self.n_base + self.n_parents * self.children] = np.repeat(np.arange(self.n_parents), self.children)
+        above, at = np.arange(self.n_parents), self.n_base  # the previous level's features
+        for _ in range(self.levels):
+            level = np.arange(at, at + len(above) * self.children)
+            p[level] = np.repeat(above, self.children)
+            above, at = level, at + len(level)
         return p
 
 
@@ -138,13 +150,13 @@ class ToyGenerator:
         else:
             base_on = torch.rand(n, s.n_base, generator=g, dtype=torch.float64) < self.base_rates
         parts = [base_on]
-        if s.n_parents:
-            u = torch.rand(n, s.n_parents, generator=g)
-            parent_on = base_on[:, :s.n_parents]
+        parent_on = base_on[:, :s.n_parents]
+        for _ in range(s.levels if s.n_parents else 0):  # at most one child of each parent fires
+            u = torch.rand(n, parent_on.shape[1], generator=g)
             fires = torch.where(parent_on, u < s.child_rate, u < s.child_leak)
-            pick = torch.randint(s.children, (n, s.n_parents), generator=g)
-            child = torch.nn.functional.one_hot(pick, s.children).bool() & fires[..., None]
-            parts.append(child.reshape(n, -1))
+            pick = torch.randint(s.children, (n, parent_on.shape[1]), generator=g)
+            parent_on = (torch.nn.functional.one_hot(pick, s.children).bool() & fires[..., None]).reshape(n, -1)
+            parts.append(parent_on)
         if s.n_and:
             parts.append(base_on[:, self.and_pairs[:, 0]] & base_on[:, self.and_pairs[:, 1]])
         on = torch.cat(parts, dim=1)
