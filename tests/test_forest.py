@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from mdlsae import MdlsaeError
 from mdlsae._native import _C
 from mdlsae.data import make_toy
 from mdlsae.measure.codes import SparseCodes
@@ -124,6 +125,26 @@ def test_multi_level_planted_trees():
     found = {frozenset((c, f.parents[c])) for c in f.children}
     assert len(planted & found) >= 0.95 * len(planted)
     assert f.summary()["max_depth"] >= 2
+
+
+def test_hierarchy_recovery_sees_absorption():
+    from mdlsae.data import hierarchy_recovery
+
+    toy = make_toy(n_rows=20_000, seed=5, d=64, n_features=96, mean_active=3, n_parents=8, children=2,
+                   child_rate=0.7)
+    on = toy.coeffs > 0
+    exact = hierarchy_recovery(toy.features, on, toy)
+    assert exact["pairs_recovered"] == 1.0 and exact["parent_absorbed"] == 0 and exact["child_leak"] == 0
+    absorbing = on.copy()  # the parent's latent goes silent whenever a child fires
+    kids = np.flatnonzero(toy.parents >= 0)
+    for c in kids:
+        absorbing[on[:, c], toy.parents[c]] = False
+    assert hierarchy_recovery(toy.features, absorbing, toy)["parent_absorbed"] == 1.0
+    noisy = hierarchy_recovery(toy.features + 0.5 * np.random.default_rng(0).standard_normal(toy.features.shape),
+                               on, toy)
+    assert noisy["pairs_recovered"] < 0.5  # directions too far from the planted ones
+    with pytest.raises(MdlsaeError, match="active must be"):
+        hierarchy_recovery(toy.features, on[:, :10], toy)
 
 
 def test_discover_from_an_sae_within_a_small_budget(monkeypatch):

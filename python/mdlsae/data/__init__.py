@@ -5,11 +5,12 @@ metric (``toy``), a real transformer's activations over text (``extract``) and M
 its rows through :func:`as_activations`.
 
 ``mdlsae.data`` keeps the toy-data names at the package level (``make_toy``, ``ToySpec``,
-``write_toy``, ``load_truth``, ``max_cosine``, ``mmcs``, ``power_law_rates``).
+``write_toy``, ``load_truth``, ``max_cosine``, ``mmcs``, ``hierarchy_recovery``, ``power_law_rates``).
 """
 
 from .acts import Activations, as_activations
-from .toy import ToyData, ToyGenerator, ToySpec, load_truth, make_toy, max_cosine, mmcs, power_law_rates, write_toy
+from .toy import (ToyData, ToyGenerator, ToySpec, hierarchy_recovery, load_truth, make_toy, max_cosine, mmcs,
+                  power_law_rates, write_toy)
 
 __all__ = ["Activations", "as_activations", "ToyData", "ToyGenerator", "ToySpec", "load_truth", "make_toy",
-           "max_cosine", "mmcs", "power_law_rates", "write_toy"]
+           "hierarchy_recovery", "max_cosine", "mmcs", "power_law_rates", "write_toy"]

@@ -267,3 +267,48 @@ def mmcs(learned, true) -> float:
     1.0
     """
     return float(max_cosine(learned, true).mean())
+
+
+def hierarchy_recovery(learned, active: np.ndarray, toy: "ToyData", min_cosine: float = 0.9) -> dict:
+    """How a learned dictionary recovers a toy's planted trees, and how much it absorbs.
+
+    ``learned``: an SAE or its decoder [D, d]; ``active``: bool [n_rows, D], which learned
+    latents fire on the toy's rows. Each true feature is matched to its most similar learned
+    direction; a planted parent–child pair is recovered when both match with cosine
+    >= ``min_cosine``. Over the recovered pairs: ``parent_absorbed``, the share of rows with both
+    true features active where the parent's latent is silent (the child latent took it over),
+    and ``child_leak``, the share of rows without the true parent where the child's latent
+    fires anyway.
+
+    >>> toy = make_toy(n_rows=2000, d=32, n_features=48, n_parents=4, children=2, child_rate=0.8)
+    >>> r = hierarchy_recovery(toy.features, toy.coeffs > 0, toy)  # the truth itself
+    >>> r["pairs_recovered"], r["parent_absorbed"], r["child_leak"]
+    (1.0, 0.0, 0.0)
+    """
+    learned = getattr(learned, "W_dec", learned)
+    if isinstance(learned, torch.Tensor):
+        learned = learned.detach().cpu().numpy()
+    a = np.asarray(learned, dtype=np.float32)
+    b = np.asarray(toy.features, dtype=np.float32)
+    active = np.asarray(active, dtype=bool)
+    expect(active.shape == (len(toy.coeffs), len(a)),
+           f"active must be [{len(toy.coeffs)}, {len(a)}] (toy rows x learned latents), got {list(active.shape)}")
+    cos = (b / np.linalg.norm(b, axis=1, keepdims=True)) @ (a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True),
+                                                                         1e-12)).T
+    match, best = cos.argmax(1), cos.max(1)
+    kids = np.flatnonzero(toy.parents >= 0)
+    ok = kids[(best[kids] >= min_cosine) & (best[toy.parents[kids]] >= min_cosine)]
+    true_on = toy.coeffs > 0
+    absorbed, leaked = [], []
+    for c in ok:
+        p = toy.parents[c]
+        both = true_on[:, p] & true_on[:, c]
+        without = ~true_on[:, p]
+        if both.any():
+            absorbed.append(float((~active[both, match[p]]).mean()))
+        if without.any():
+            leaked.append(float(active[without, match[c]].mean()))
+    return {"pairs": int(len(kids)), "pairs_recovered": len(ok) / max(len(kids), 1),
+            "features_recovered": float((best >= min_cosine).mean()),
+            "parent_absorbed": float(np.mean(absorbed)) if absorbed else 0.0,
+            "child_leak": float(np.mean(leaked)) if leaked else 0.0}
