@@ -180,11 +180,10 @@ PYBIND11_MODULE(_C, m) {
         MDLSAE_CHECK_ARG(i.size() == j.size() && i.size() == gain.size(), "edge arrays differ in length: ", i.size(),
                          ", ", j.size(), ", ", gain.size());
         MDLSAE_CHECK_ARG(active.size() == d_sae, "active has ", active.size(), " entries, expected d_sae = ", d_sae);
-        return to_numpy(max_forest(d_sae, i.data(), j.data(), gain.data(), i.size(), active.data()));
+        ForestOut f = max_forest(d_sae, i.data(), j.data(), gain.data(), i.size(), active.data());
+        return py::make_tuple(to_numpy(std::move(f.parent)), to_numpy(std::move(f.edge)));
       },
       py::arg("d_sae"), py::arg("i"), py::arg("j"), py::arg("gain"), py::arg("active"));
-  m.def("pair_information_bits", &pair_information_bits, py::arg("n_a"), py::arg("n_b"), py::arg("n_ab"),
-        py::arg("n_rows"));
 
   py::class_<Model>(m, "Model")
       .def(py::init([](uint64_t n_rows, I32Array parent, I64Array active, I64Array on, I32Array m_main,

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 
 #include "common/check.h"
 #include "cpu/parallel.h"
@@ -45,13 +44,6 @@ struct Best {
 };
 
 }  // namespace
-
-double pair_information_bits(int64_t n_a, int64_t n_b, int64_t n_ab, int64_t n_rows) {
-  const double n = double(n_rows), a = double(n_a), b = double(n_b), ab = double(n_ab);
-  const double s = xlog2x(ab) + xlog2x(a - ab) + xlog2x(b - ab) + xlog2x(n - a - b + ab) - xlog2x(a) -
-                   xlog2x(n - a) - xlog2x(b) - xlog2x(n - b) + xlog2x(n);
-  return std::max(s, 0.0);
-}
 
 PairCounter::PairCounter(int64_t d_sae, int64_t lo, int64_t hi) : d_(d_sae), lo_(lo), hi_(hi) {
   MDLSAE_CHECK_ARG(d_sae > 0 && d_sae < (int64_t(1) << 31), "d_sae must be in [1, 2^31), got ", d_sae);
@@ -159,8 +151,8 @@ PairCounter::Edges PairCounter::top_edges(const int64_t* active, int64_t n_rows,
   return out;
 }
 
-std::vector<int64_t> max_forest(int64_t d_sae, const int32_t* i, const int32_t* j, const double* gain, int64_t n_edges,
-                                const int64_t* active) {
+ForestOut max_forest(int64_t d_sae, const int32_t* i, const int32_t* j, const double* gain, int64_t n_edges,
+                     const int64_t* active) {
   MDLSAE_CHECK_ARG(d_sae > 0 && d_sae < (int64_t(1) << 31), "d_sae must be in [1, 2^31), got ", d_sae);
   for (int64_t e = 0; e < n_edges; ++e)
     MDLSAE_CHECK_ARG(i[e] >= 0 && i[e] < d_sae && j[e] >= 0 && j[e] < d_sae && i[e] != j[e], "edge ", e, " (", i[e],
@@ -175,13 +167,13 @@ std::vector<int64_t> max_forest(int64_t d_sae, const int32_t* i, const int32_t* 
     while (up[f] != f) f = up[f] = up[up[f]];
     return f;
   };
-  std::vector<std::vector<int32_t>> adj(static_cast<size_t>(d_sae));
+  std::vector<std::vector<int64_t>> adj(static_cast<size_t>(d_sae));  // kept edges at each feature
   for (int64_t e : order) {
     const int32_t a = find(i[e]), b = find(j[e]);
     if (a == b) continue;
     up[a] = b;
-    adj[i[e]].push_back(j[e]);
-    adj[j[e]].push_back(i[e]);
+    adj[i[e]].push_back(e);
+    adj[j[e]].push_back(e);
   }
   // roots: per tree the most active feature; then orient breadth-first from it
   std::vector<int32_t> root_of(static_cast<size_t>(d_sae), -1);
@@ -190,21 +182,26 @@ std::vector<int64_t> max_forest(int64_t d_sae, const int32_t* i, const int32_t* 
     const int32_t r = root_of[t];
     if (r < 0 || active[f] > active[r]) root_of[t] = int32_t(f);
   }
-  std::vector<int64_t> parent(static_cast<size_t>(d_sae), -2);
+  ForestOut out{std::vector<int64_t>(static_cast<size_t>(d_sae), -2),
+                std::vector<int64_t>(static_cast<size_t>(d_sae), -1)};
   std::vector<int32_t> queue;
   for (int64_t f = 0; f < d_sae; ++f) {
     if (root_of[f] < 0) continue;
     const int32_t r = root_of[f];
-    parent[r] = -1;
+    out.parent[r] = -1;
     queue.assign(1, r);
-    for (size_t h = 0; h < queue.size(); ++h)
-      for (int32_t c : adj[queue[h]])
-        if (parent[c] == -2) {
-          parent[c] = queue[h];
-          queue.push_back(c);
-        }
+    for (size_t h = 0; h < queue.size(); ++h) {
+      const int32_t p = queue[h];
+      for (int64_t e : adj[p]) {
+        const int32_t c = i[e] == p ? j[e] : i[e];
+        if (out.parent[c] != -2) continue;
+        out.parent[c] = p;
+        out.edge[c] = e;
+        queue.push_back(c);
+      }
+    }
   }
-  return parent;
+  return out;
 }
 
 }  // namespace mdlsae

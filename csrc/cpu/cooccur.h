@@ -40,12 +40,12 @@ class PairCounter {
 
 // The maximum-weight spanning forest of the edges (i[e], j[e]) with gain[e] > 0 (Kruskal; ties
 // by position), each tree rooted at its most active feature (ties: the lower index) and its
-// edges pointing away from the root. Returns parent[d_sae] (-1 for roots).
-std::vector<int64_t> max_forest(int64_t d_sae, const int32_t* i, const int32_t* j, const double* gain, int64_t n_edges,
-                                const int64_t* active);
-
-// N·I(a; b) in bits of two binary activities from their counts (plug-in estimate: exactly the
-// saving of coding one given the other with empirical Bernoulli models).
-double pair_information_bits(int64_t n_a, int64_t n_b, int64_t n_ab, int64_t n_rows);
+// edges pointing away from the root. parent[f] is -1 for roots; edge[f] is the index of the
+// edge joining f to its parent (-1 for roots).
+struct ForestOut {
+  std::vector<int64_t> parent, edge;
+};
+ForestOut max_forest(int64_t d_sae, const int32_t* i, const int32_t* j, const double* gain, int64_t n_edges,
+                     const int64_t* active);
 
 }  // namespace mdlsae

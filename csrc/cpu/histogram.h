@@ -1,7 +1,8 @@
 // Per-feature histograms of quantized values q >= 1, accumulated exactly over any number of
 // batches, counted serially from finished codes (a batch has ~rows·L0 codes: cheaper than
-// per-worker [d_sae, cap] tables to zero and merge at D = 262k). Small q (the common case) are counted in a dense [d_sae, cap] table; larger q go to
-// a sparse overflow map, so memory stays bounded for any step while counts stay exact.
+// per-worker [d_sae, cap] tables to zero and merge at D = 262k). Small q (the common case) are
+// counted in a dense [d_sae, cap] table; larger q go to a sparse overflow map, so memory stays
+// bounded for any step while counts stay exact.
 #pragma once
 #include <cstddef>
 #include <cstdint>

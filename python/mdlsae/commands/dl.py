@@ -19,16 +19,25 @@ def add_parser(sub) -> None:
                                    "the DL estimate (DESIGN §2) beside L0, MSE, FVU and reference costs.")
     add_acts_argument(p)
     p.add_argument("--sae", required=True, metavar="SAE_DIR", help="SAE directory in the SAELens layout")
-    q = p.add_mutually_exclusive_group(required=True)
-    q.add_argument("--step", type=positive_float, help="one quantization step for every latent")
-    q.add_argument("--steps", metavar="STEPS.npy",
-                   help="per-feature steps: float32 [d_sae], positive and finite (e.g. from `mdlsae select "
-                        "--per-feature --steps-out`)")
+    add_step_arguments(p)
     add_parents_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     add_memory_flag(p)
     add_progress_flag(p)
     p.set_defaults(run=run)
+
+
+def add_step_arguments(p, steps_note: str = "e.g. from `mdlsae select --per-feature --steps-out`") -> None:
+    """``--step`` or ``--steps``, exactly one; read back with :func:`step_from`."""
+    q = p.add_mutually_exclusive_group(required=True)
+    q.add_argument("--step", type=positive_float, help="one quantization step for every latent")
+    q.add_argument("--steps", metavar="STEPS.npy",
+                   help=f"per-feature steps: float32 [d_sae], positive and finite ({steps_note})")
+
+
+def step_from(args, sae: SAE):
+    """The global step, or the per-feature steps checked against ``sae``."""
+    return args.step if args.steps is None else load_steps(args.steps, sae.d_sae)
 
 
 def add_parents_argument(p) -> None:
@@ -86,7 +95,7 @@ def load_steps(path: str, d_sae: int) -> np.ndarray:
 
 def run(args) -> int:
     sae = SAE.load(args.sae)
-    step = args.step if args.steps is None else load_steps(args.steps, sae.d_sae)
+    step = step_from(args, sae)
     acts, progress = open_acts(args), args.progress and sys.stderr.isatty()
     parents, forest = resolve_parents(args.parents, acts, sae, step, progress)
     rep = measure_dl(acts, sae, step, parents=parents, progress=progress, sae_name=args.sae)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import sys
 
-from . import add_acts_argument, add_memory_flag, add_progress_flag, open_acts, positive_float, positive_int
+from . import add_acts_argument, add_memory_flag, add_progress_flag, open_acts, positive_int
 from ..codec.api import DEFAULT_CHUNK_ROWS, encode
 from ..models.sae import SAE
-from .dl import add_parents_argument, load_steps, resolve_parents
+from .dl import add_parents_argument, add_step_arguments, resolve_parents, step_from
 
 
 def add_parser(sub) -> None:
@@ -21,10 +21,7 @@ def add_parser(sub) -> None:
     add_acts_argument(p)
     p.add_argument("--sae", required=True, metavar="SAE_DIR", help="SAE directory in the SAELens layout")
     p.add_argument("-o", "--output", required=True, metavar="FILE.mdl", help="output file (written atomically)")
-    q = p.add_mutually_exclusive_group(required=True)
-    q.add_argument("--step", type=positive_float, help="one quantization step for every latent")
-    q.add_argument("--steps", metavar="STEPS.npy",
-                   help="per-feature steps: float32 [d_sae], positive and finite (stored in the file's header)")
+    add_step_arguments(p, "stored in the file's header")
     add_parents_argument(p)
     p.add_argument("--chunk-rows", type=positive_int, default=DEFAULT_CHUNK_ROWS,
                    help=f"rows per independently decodable chunk (default {DEFAULT_CHUNK_ROWS})")
@@ -36,7 +33,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     sae = SAE.load(args.sae)
-    step = args.step if args.steps is None else load_steps(args.steps, sae.d_sae)
+    step = step_from(args, sae)
     acts, progress = open_acts(args), args.progress and sys.stderr.isatty()
     parents, _ = resolve_parents(args.parents, acts, sae, step, progress)
     info = encode(acts, sae, args.output, step, parents=parents, chunk_rows=args.chunk_rows, progress=progress)

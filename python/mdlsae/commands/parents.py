@@ -14,7 +14,7 @@ from ..fileio import atomic_file
 from ..measure.dl import measure_dl
 from ..measure.forest import DEFAULT_CANDIDATES, discover_parents
 from ..models.sae import SAE
-from .dl import load_steps
+from .dl import add_step_arguments, step_from
 
 
 def add_parser(sub) -> None:
@@ -27,9 +27,7 @@ def add_parser(sub) -> None:
                     "measured on the rest.")
     add_acts_argument(p)
     p.add_argument("--sae", required=True, metavar="SAE_DIR", help="SAE directory in the SAELens layout")
-    q = p.add_mutually_exclusive_group(required=True)
-    q.add_argument("--step", type=positive_float, help="one quantization step for every latent")
-    q.add_argument("--steps", metavar="STEPS.npy", help="per-feature steps: float32 [d_sae]")
+    add_step_arguments(p)
     p.add_argument("-o", "--output", metavar="PARENTS.npy", help="where to save the forest (int64 [d_sae], -1 for "
                                                                 "roots), for `dl`/`encode --parents`")
     p.add_argument("--fit", type=positive_float, default=1.0, metavar="FRACTION",
@@ -80,7 +78,7 @@ def table(s: dict) -> str:
 
 def run(args) -> int:
     sae = SAE.load(args.sae)
-    step = args.step if args.steps is None else load_steps(args.steps, sae.d_sae)
+    step = step_from(args, sae)
     forest, summary = report(open_acts(args), sae, step, args.fit, args.candidates,
                              args.progress and sys.stderr.isatty())
     if args.output:

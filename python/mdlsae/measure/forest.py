@@ -88,7 +88,8 @@ def shape_of(parents: np.ndarray, active: np.ndarray, both: np.ndarray) -> dict:
     depth = tree_depth(parents)
     act = active[kids]
     strict = np.divide(both[kids], act, out=np.zeros(len(kids)), where=act > 0)
-    return {"edges": int(len(kids)), "trees": int(np.isin(np.flatnonzero(parents < 0), parents[kids]).sum()), "max_depth": int(depth.max()) if len(kids) else 0,
+    return {"edges": int(len(kids)), "trees": int(np.isin(np.flatnonzero(parents < 0), parents[kids]).sum()),
+            "max_depth": int(depth.max()) if len(kids) else 0,
             "strictness_median": float(np.median(strict)) if len(kids) else None,
             "strictness_mean": float(strict.mean()) if len(kids) else None,
             "strict_children": int((strict >= 1.0).sum())}
@@ -118,16 +119,11 @@ def forest_of(d_sae: int, n_rows: int, active: np.ndarray, i, j, bits, both, can
     less its model bits (only edges that pay are kept)."""
     active = np.asarray(active, dtype=np.int64)
     net = np.asarray(bits, dtype=np.float64) - edge_bits(d_sae, both)
-    parents = _C.max_forest(d_sae, np.asarray(i, np.int32), np.asarray(j, np.int32), net, active)
+    parents, edge = _C.max_forest(d_sae, np.asarray(i, np.int32), np.asarray(j, np.int32), net, active)
     kids = np.flatnonzero(parents >= 0)
-    # the kept edges' counts and gains, looked up by (min, max) pair
-    key = np.minimum(i, j).astype(np.int64) * d_sae + np.maximum(i, j)
-    order = np.argsort(key)
-    kk = np.minimum(kids, parents[kids]) * d_sae + np.maximum(kids, parents[kids])
-    at = order[np.searchsorted(key[order], kk)]
     both_f, gain_f = np.zeros(d_sae, dtype=np.int64), np.zeros(d_sae)
-    both_f[kids], gain_f[kids] = np.asarray(both)[at], np.asarray(bits)[at]
-    return Forest(parents.astype(np.int64), n_rows, active, both_f, gain_f, candidates)
+    both_f[kids], gain_f[kids] = np.asarray(both)[edge[kids]], np.asarray(bits)[edge[kids]]
+    return Forest(parents, n_rows, active, both_f, gain_f, candidates)
 
 
 def discover_parents(acts, sae: SAE, step, start: int = 0, stop: int | None = None, k: int = DEFAULT_CANDIDATES,
