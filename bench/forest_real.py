@@ -138,7 +138,7 @@ def main() -> None:
         res["out_of_sample"] = {"forest": fit.summary(), **measured(held, sae, step, fit, tmp)}
         full = discover_parents(acts, sae, step)
         res["in_sample"] = {"forest": full.summary(), **measured(acts, sae, step, full, tmp)}
-    k_sel, thr = sae.selection()
+    k_sel, thr, _ = sae.selection()
     with torch.no_grad():
         codes = SparseCodes.concat([select_quantize(sae.pre_acts(acts.rows(s, min(acts.n_rows, s + 8192))), k=k_sel,
                                                     threshold=thr, step=step)

@@ -7,7 +7,8 @@ import pytest
 
 from mdlsae import MdlsaeError
 from mdlsae.measure.codes import SparseCodes
-from mdlsae.measure.entropy import FeatureStats, binary_entropy, parent_cooccurrence, validate_parents
+from mdlsae.measure.entropy import FeatureStats, binary_entropy, parent_cooccurrence
+from mdlsae.models.tree import validate_parents
 from mdlsae.measure.kernels import Histogram
 
 

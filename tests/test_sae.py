@@ -33,7 +33,7 @@ def test_save_load_round_trip(tmp_path, arch):
 def test_encode_matches_fused_kernel(arch):
     sae = make_sae(arch)
     x = torch.randn(64, 16)
-    k, thr = sae.selection()
+    k, thr, _ = sae.selection()
     with torch.no_grad():
         codes = select_quantize(sae.pre_acts(x), k=k, threshold=thr, step=1e-3)
         z = sae.encode(x)
@@ -80,7 +80,7 @@ def test_fused_bias_gives_the_codes_of_the_plain_formula(arch):
         sae.b_dec.copy_(torch.randn(64, generator=torch.Generator().manual_seed(5)))
         x = torch.randn(4000, 64, generator=torch.Generator().manual_seed(6))
         plain = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
-        k, thr = sae.selection()
+        k, thr, _ = sae.selection()
         a = select_quantize(sae.pre_acts(x), k=k, threshold=thr, step=0.05)
         b = select_quantize(plain, k=k, threshold=thr, step=0.05)
     assert (sae.pre_acts(x) - plain).abs().max() < 1e-4

@@ -46,7 +46,7 @@ def test_round_trip_with_per_feature_steps(tmp_path, data):
     assert info.step["per_feature"] is True
     assert info.step["min"] == pytest.approx(steps.min()) and info.step["max"] == pytest.approx(steps.max())
     assert "per feature (float32 [48])" in info.table()
-    _, threshold = sae.selection()
+    _, threshold, _ = sae.selection()
     with torch.no_grad():
         want = select_quantize(sae.pre_acts(torch.from_numpy(x)), threshold=threshold, step=steps)
     dec = decode(tmp_path / "a.mdl", sae)

@@ -74,7 +74,9 @@ codec::CodesView codes_view(const I64Array& row_ptr, const I32Array& index, cons
   return {rows, row_ptr.data(), index.data(), q.data()};
 }
 
-const float* feature_vector(const std::optional<F32Array>& a, int64_t d_sae, const char* name) {
+template <typename T>
+const T* feature_vector(const std::optional<py::array_t<T, py::array::c_style | py::array::forcecast>>& a,
+                        int64_t d_sae, const char* name) {
   if (!a) return nullptr;
   MDLSAE_CHECK_ARG(a->ndim() == 1 && a->shape(0) == d_sae, name, " must have shape [", d_sae,
                    "], got ndim ", a->ndim(), " size ", a->size());
@@ -279,9 +281,10 @@ PYBIND11_MODULE(_C, m) {
       "select_quantize",
       [](uintptr_t ptr, int dtype, int64_t rows, int64_t d_sae, int64_t row_stride, int32_t k,
          std::optional<F32Array> threshold, float step, std::optional<F32Array> steps,
-         Histogram* hist, std::optional<F32Array> bias) {
+         Histogram* hist, std::optional<F32Array> bias, std::optional<I32Array> parent) {
         MDLSAE_CHECK_ARG(dtype >= 0 && dtype <= 2, "dtype code must be 0 (f32), 1 (f16) or 2 (bf16), got ", dtype);
-        Selection sel{k, feature_vector(threshold, d_sae, "threshold"), feature_vector(bias, d_sae, "bias")};
+        Selection sel{k, feature_vector(threshold, d_sae, "threshold"), feature_vector(bias, d_sae, "bias"),
+                      feature_vector(parent, d_sae, "parent")};
         Steps st{step, feature_vector(steps, d_sae, "steps")};
         SparseCodes c;
         {
@@ -294,5 +297,5 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("ptr"), py::arg("dtype"), py::arg("rows"), py::arg("d_sae"), py::arg("row_stride"),
       py::arg("k"), py::arg("threshold"), py::arg("step"), py::arg("steps"), py::arg("hist"),
-      py::arg("bias") = py::none());
+      py::arg("bias") = py::none(), py::arg("parent") = py::none());
 }

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <optional>
+#include <type_traits>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -135,17 +137,57 @@ int64_t topk_sampled(const float* x, int64_t d, int32_t k, std::vector<float>& s
   return n_cand;
 }
 
-void topk_row(const float* x, int64_t d, int32_t k, int64_t row, const Steps& steps,
-              std::vector<float>& sample, std::vector<Candidate>& heap, std::vector<Candidate>& cand,
-              WorkerOut& out) {
+// The row's TopK at the front of cand (capacity d), in no particular order; returns its size.
+int64_t topk_row(const float* x, int64_t d, int32_t k, std::vector<float>& sample,
+                 std::vector<Candidate>& heap, std::vector<Candidate>& cand) {
   int64_t n = (d >= kSampledMinD && d >= 8 * int64_t(k)) ? topk_sampled(x, d, k, sample, cand) : -1;
   if (n < 0) {
     topk_heap(x, d, k, heap);
     std::copy(heap.begin(), heap.end(), cand.begin());
     n = int64_t(heap.size());
   }
-  std::sort(cand.begin(), cand.begin() + n, [](const Candidate& a, const Candidate& b) { return a.f < b.f; });
-  for (int64_t i = 0; i < n; ++i) emit(out, row, cand[i].f, cand[i].v, steps);
+  return n;
+}
+
+// The children of every latent, as CSR (ascending within a parent), and the bias that hides
+// every non-root from the TopK (-inf) while it selects the roots.
+struct Forest {
+  std::vector<int64_t> ptr;
+  std::vector<int32_t> kids;
+  std::vector<float> root_bias;
+
+  Forest(const int32_t* parent, const float* bias, int64_t d) : ptr(size_t(d) + 1, 0), root_bias(size_t(d)) {
+    for (int64_t f = 0; f < d; ++f) {
+      MDLSAE_CHECK_ARG(parent[f] >= -1 && parent[f] < d && parent[f] != f, "parent[", f, "] = ", parent[f],
+                       ": expected -1 or another latent's index in [0, ", d, ")");
+      if (parent[f] >= 0) ++ptr[size_t(parent[f]) + 1];
+      root_bias[f] = parent[f] < 0 ? (bias ? bias[f] : 0.0f) : -std::numeric_limits<float>::infinity();
+    }
+    for (int64_t f = 0; f < d; ++f) ptr[f + 1] += ptr[f];
+    kids.resize(size_t(ptr[d]));
+    std::vector<int64_t> at(ptr.begin(), ptr.end() - 1);
+    for (int64_t f = 0; f < d; ++f)
+      if (parent[f] >= 0) kids[size_t(at[parent[f]]++)] = int32_t(f);
+  }
+};
+
+// Appends below the n kept candidates (which may grow) each one's strongest positive child;
+// pre_of(f) gives a latent's pre-activation. Each latent has one parent, so nothing is visited
+// twice and a cyclic `parent` (never reachable from a root) is never visited at all.
+template <typename PreOf>
+int64_t grow_tree(const Forest& forest, int64_t n, std::vector<Candidate>& cand, PreOf pre_of) {
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t f = cand[size_t(i)].f;
+    float best = -std::numeric_limits<float>::infinity();
+    int32_t best_c = -1;
+    for (int64_t j = forest.ptr[f]; j < forest.ptr[f + 1]; ++j) {
+      const int32_t c = forest.kids[size_t(j)];
+      const float v = pre_of(c);
+      if (v > best) best = v, best_c = c;
+    }
+    if (best_c >= 0 && best > 0.0f) cand[size_t(n++)] = {best, best_c};
+  }
+  return n;
 }
 
 void threshold_row(const float* x, int64_t d, const float* thr, int64_t row, const Steps& steps,
@@ -169,32 +211,45 @@ void threshold_row(const float* x, int64_t d, const float* thr, int64_t row, con
 
 template <DType T>
 void run_rows(const void* pre, int64_t begin, int64_t end, int64_t d, int64_t stride,
-              const Selection& sel, const Steps& steps, WorkerOut& out) {
-  std::vector<float> widened(T == DType::F32 && !sel.bias ? 0 : size_t(d));
+              const Selection& sel, const Forest* forest, const Steps& steps, WorkerOut& out) {
+  // a tree selects its roots on a copy whose non-roots are -inf
+  const float* bias = forest ? forest->root_bias.data() : sel.bias;
+  std::vector<float> widened(T == DType::F32 && !bias ? 0 : size_t(d));
   std::vector<Candidate> heap, cand(sel.k > 0 ? size_t(d) : 0);
   std::vector<float> sample;
   for (int64_t r = begin; r < end; ++r) {
     const float* x;
     if constexpr (T == DType::F32) {
       x = static_cast<const float*>(pre) + r * stride;
-      if (sel.bias) {  // the row is in cache: adding here is nearly free
-        for (int64_t j = 0; j < d; ++j) widened[j] = x[j] + sel.bias[j];
+      if (bias) {  // the row is in cache: adding here is nearly free
+        for (int64_t j = 0; j < d; ++j) widened[j] = x[j] + bias[j];
         x = widened.data();
       }
     } else {
       const uint16_t* src = static_cast<const uint16_t*>(pre) + r * stride;
-      if (sel.bias) {
-        for (int64_t j = 0; j < d; ++j) widened[j] = load_as_float<T>(src, j) + sel.bias[j];
+      if (bias) {
+        for (int64_t j = 0; j < d; ++j) widened[j] = load_as_float<T>(src, j) + bias[j];
       } else {
         for (int64_t j = 0; j < d; ++j) widened[j] = load_as_float<T>(src, j);
       }
       x = widened.data();
     }
     const size_t before = out.index.size();
-    if (sel.k > 0)
-      topk_row(x, d, sel.k, r, steps, sample, heap, cand, out);
-    else
+    if (sel.k > 0) {
+      int64_t n = topk_row(x, d, sel.k, sample, heap, cand);
+      if (forest) {
+        const auto* row = static_cast<const std::conditional_t<T == DType::F32, float, uint16_t>*>(pre) + r * stride;
+        n = grow_tree(*forest, n, cand, [&](int32_t c) {
+          float v;
+          if constexpr (T == DType::F32) v = row[c]; else v = load_as_float<T>(row, c);
+          return sel.bias ? v + sel.bias[c] : v;
+        });
+      }
+      std::sort(cand.begin(), cand.begin() + n, [](const Candidate& a, const Candidate& b) { return a.f < b.f; });
+      for (int64_t i = 0; i < n; ++i) emit(out, r, cand[i].f, cand[i].v, steps);
+    } else {
       threshold_row(x, d, sel.threshold, r, steps, out);
+    }
     out.row_nnz.push_back(int64_t(out.index.size() - before));
   }
 }
@@ -211,6 +266,7 @@ SparseCodes select_quantize(const void* pre, DType dtype, int64_t rows, int64_t 
   MDLSAE_CHECK_ARG(sel.k >= 0 && sel.k <= d_sae, "k must be in [0, d_sae = ", d_sae, "], got ",
                    sel.k);
   MDLSAE_CHECK_ARG(rows == 0 || pre != nullptr, "null pre-activation buffer");
+  MDLSAE_CHECK_ARG(!sel.parent || sel.k > 0, "a tree selection needs k > 0 (its roots' TopK)");
   if (steps.per_feature) {
     for (int64_t f = 0; f < d_sae; ++f)
       MDLSAE_CHECK_ARG(steps.per_feature[f] > 0.0f && std::isfinite(steps.per_feature[f]),
@@ -224,6 +280,8 @@ SparseCodes select_quantize(const void* pre, DType dtype, int64_t rows, int64_t 
     MDLSAE_CHECK_ARG(hist->d_sae() == d_sae, "histogram has d_sae ", hist->d_sae(),
                      " but the pre-activations have ", d_sae);
 
+  std::optional<Forest> forest;
+  if (sel.parent) forest.emplace(sel.parent, sel.bias, d_sae);
   const int workers = workers_for(rows, 64);
   std::vector<WorkerOut> outs(size_t(std::max(workers, 1)));
   parallel_ranges(rows, workers, [&](int w, int64_t b, int64_t e) {
@@ -233,10 +291,11 @@ SparseCodes select_quantize(const void* pre, DType dtype, int64_t rows, int64_t 
       out.index.reserve(size_t((e - b) * sel.k));
       out.q.reserve(size_t((e - b) * sel.k));
     }
+    const Forest* f = forest ? &*forest : nullptr;
     switch (dtype) {
-      case DType::F32: run_rows<DType::F32>(pre, b, e, d_sae, row_stride, sel, steps, out); break;
-      case DType::F16: run_rows<DType::F16>(pre, b, e, d_sae, row_stride, sel, steps, out); break;
-      case DType::BF16: run_rows<DType::BF16>(pre, b, e, d_sae, row_stride, sel, steps, out); break;
+      case DType::F32: run_rows<DType::F32>(pre, b, e, d_sae, row_stride, sel, f, steps, out); break;
+      case DType::F16: run_rows<DType::F16>(pre, b, e, d_sae, row_stride, sel, f, steps, out); break;
+      case DType::BF16: run_rows<DType::BF16>(pre, b, e, d_sae, row_stride, sel, f, steps, out); break;
       default: throw std::invalid_argument(concat("unknown dtype code ", int(dtype)));
     }
   });

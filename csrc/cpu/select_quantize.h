@@ -14,10 +14,14 @@ namespace mdlsae {
 // ReLU. k == 0: keep pre > threshold[f] (threshold == nullptr means 0, i.e. plain ReLU).
 // bias (optional) is added to every row first, in float32: pre = gemm + bias in this pass, so the
 // encoder's bias never costs a separate pass over [rows, d_sae] in memory.
+// parent (a strict-tree SAE, with k > 0): the k largest are taken among the roots
+// (parent == -1) only; below each kept latent, its child with the largest pre-activation (ties:
+// lower index) is kept when > 0, level by level (python/mdlsae/models/tree.py, the reference).
 struct Selection {
   int32_t k = 0;
   const float* threshold = nullptr;  // host, [d_sae] or nullptr
   const float* bias = nullptr;       // host, [d_sae] or nullptr
+  const int32_t* parent = nullptr;   // host, [d_sae] or nullptr: -1 or a parent index
 };
 
 // One global step, or one per feature when per_feature != nullptr.

@@ -57,6 +57,12 @@ def resolve_parents(value: str | None, acts, sae: SAE, step, progress: bool) -> 
     return forest.parents, forest.summary()
 
 
+def own_forest_summary(sae: SAE) -> dict:
+    """What the table and JSON say about a tree SAE's own forest."""
+    kids = sae.cfg.parents >= 0
+    return {"source": "the SAE's own", "edges": int(kids.sum()), "trees": int(len(np.unique(sae.cfg.parents[kids])))}
+
+
 def load_parents(path: str | None) -> np.ndarray | None:
     if path is None:
         return None
@@ -99,6 +105,8 @@ def run(args) -> int:
     acts, progress = open_acts(args), args.progress and sys.stderr.isatty()
     parents, forest = resolve_parents(args.parents, acts, sae, step, progress)
     rep = measure_dl(acts, sae, step, parents=parents, progress=progress, sae_name=args.sae)
+    if forest is None and parents is None and sae.cfg.parents is not None:
+        forest = own_forest_summary(sae)
     if forest is not None:
         rep.extra["forest"] = forest
     print(json.dumps(rep.to_dict()) if args.json else rep.table())

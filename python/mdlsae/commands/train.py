@@ -13,16 +13,19 @@ from ..errors import expect
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train an SAE (topk, batchtopk, jumprelu, relu) on activations",
+    p = sub.add_parser("train", help="train an SAE (topk, batchtopk, matryoshka, jumprelu, relu, tree) on activations",
                        description="Train an SAE on ACTS with defaults that work without tuning; "
                                    "k is the L0 (exact for topk, mean for batchtopk, target for "
                                    "jumprelu and relu). Progress is checkpointed to SAE_DIR.ckpt "
                                    "(periodically and on Ctrl-C); --resume continues from it.")
     add_acts_argument(p)
-    p.add_argument("--arch", choices=["topk", "batchtopk", "matryoshka", "jumprelu", "relu"], default="topk",
+    p.add_argument("--arch", choices=["topk", "batchtopk", "matryoshka", "jumprelu", "relu", "tree"], default="topk",
                    help="matryoshka: BatchTopK whose nested prefixes of the dictionary each reconstruct "
-                        "(Bussmann et al. 2025); batchtopk and matryoshka are saved as JumpReLU")
-    p.add_argument("--d-sae", type=positive_int, required=True, metavar="D", help="number of latents")
+                        "(Bussmann et al. 2025); batchtopk and matryoshka are saved as JumpReLU. tree: a "
+                        "strict-tree SAE, k roots kept by TopK and below each kept latent its strongest "
+                        "child (a child fires only with its parent); its forest is saved with it, so dl, "
+                        "encode and select code children given their parents without a parents file")
+    p.add_argument("--d-sae", type=positive_int, metavar="D", help="number of latents (required without --init)")
     p.add_argument("--k", type=positive_int, help="L0 (default min(32, d_in/8))")
     p.add_argument("-o", "--out", required=True, metavar="SAE_DIR", help="output SAE directory")
     p.add_argument("--seed", type=int, default=0)
@@ -34,6 +37,14 @@ def add_parser(sub) -> None:
                    help="train on raw activations instead of scaled ones")
     p.add_argument("--groups", type=group_sizes, metavar="G1,G2,...",
                    help="matryoshka group sizes, summing to --d-sae (default D/16,D/16,D/8,D/4,D/2)")
+    p.add_argument("--branching", type=group_sizes, metavar="B1,B2,...",
+                   help="tree from scratch: children of every root, of every child, ... (default 4: D/5 roots "
+                        "with 4 children each); D must be a multiple of 1+B1+B1*B2+...")
+    p.add_argument("--init", metavar="SAE_DIR", help="start from this SAE (the same architecture, or for --arch "
+                                                    "tree a topk SAE together with --parents)")
+    p.add_argument("--parents", metavar="PARENTS.npy",
+                   help="--arch tree --init FLAT: the forest to impose on FLAT's latents, e.g. from "
+                        "`mdlsae parents --sae FLAT -o PARENTS.npy`")
     p.add_argument("--aux-k", type=int, help="AuxK dead latents per row (default d_in/2; 0: off)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--resume", action="store_true", help="continue from SAE_DIR.ckpt")
@@ -56,19 +67,44 @@ def group_sizes(text: str) -> list[int]:
     return sizes
 
 
+def start_sae(args):
+    """The SAE training starts from (--init), as the architecture trained: a flat topk SAE
+    with --parents becomes a tree with that forest."""
+    if args.init is None:
+        return None
+    from ..models.sae import SAE
+    from ..models.train.objectives import tree_from
+    from .dl import load_parents
+
+    sae = SAE.load(args.init)
+    if args.arch == "tree" and sae.cfg.architecture != "tree":
+        expect(args.parents is not None, f"--init {args.init} is a {sae.cfg.architecture} SAE: --arch tree needs "
+                                         "its forest too (--parents PARENTS.npy, from `mdlsae parents`)")
+        return tree_from(sae, load_parents(args.parents), args.k)
+    expect(args.parents is None, f"--init {args.init} is already a tree SAE with its own forest; drop --parents")
+    return sae
+
+
 def run(args) -> int:
     from ..models.train import TrainConfig, train
 
     set_threads(args.threads)
     expect(args.aux_k is None or args.aux_k >= 0, f"--aux-k must be >= 0, got {args.aux_k}")
     expect(args.groups is None or args.arch == "matryoshka", "--groups is for --arch matryoshka")
-    cfg = TrainConfig(architecture=args.arch, d_sae=args.d_sae, k=args.k, epochs=args.epochs,
-                      batch_size=args.batch_size, lr=args.lr, b_dec_init=args.b_dec_init,
+    expect(args.branching is None or (args.arch == "tree" and args.init is None),
+           "--branching is for --arch tree trained from scratch (with --init the forest is given)")
+    expect(args.parents is None or (args.arch == "tree" and args.init is not None),
+           "--parents is for --arch tree --init FLAT_SAE")
+    expect((args.d_sae is None) != (args.init is None), "give --d-sae (a new SAE) or --init SAE_DIR (its width), "
+                                                        "not both" if args.d_sae else "give --d-sae or --init")
+    init = start_sae(args)
+    cfg = TrainConfig(architecture=args.arch, d_sae=init.d_sae if init is not None else args.d_sae, k=args.k,
+                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, b_dec_init=args.b_dec_init,
                       normalize=args.normalize, aux_k=args.aux_k, seed=args.seed, device=args.device,
-                      groups=args.groups)
+                      groups=args.groups, branching=args.branching)
     ckpt = Path(str(Path(args.out)) + ".ckpt")
     expect(not args.resume or ckpt.is_file(), f"--resume: no checkpoint {str(ckpt)!r} to resume from")
-    res = train(open_acts(args), cfg, progress=args.progress and sys.stderr.isatty(), checkpoint=ckpt,
+    res = train(open_acts(args), cfg, progress=args.progress and sys.stderr.isatty(), init=init, checkpoint=ckpt,
                 resume=args.resume, checkpoint_every_s=60 * args.checkpoint_minutes)
     res.sae.cfg.extra["mdlsae_training"] = {"acts": str(args.acts), "arch": args.arch, "seed": args.seed,
                                             **{k: v for k, v in res.stats.items()}}
@@ -78,7 +114,7 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(s))
     else:
-        print(f"trained {args.arch} D={args.d_sae} k={s['k']} in {s['seconds']:.1f} s "
+        print(f"trained {args.arch} D={cfg.d_sae} k={s['k']} in {s['seconds']:.1f} s "
               f"({s['steps']} steps, {s['epochs']:.1f} epochs, {s['rows_per_s']:,.0f} rows/s) -> {args.out}")
         print(f"FVU {s['fvu']:.4f}  L0 {s['l0']:.2f}  dead {s['dead_frac']:.3f}  dense {s['dense_frac']:.3f}  "
               f"(on {s['eval_rows']:,} rows)")

@@ -14,11 +14,12 @@ from tqdm.auto import tqdm
 
 from ..data.acts import as_activations
 from .codes import steps_tensor
-from .entropy import FeatureStats, naive_bits_per_row, parent_cooccurrence, validate_parents, value_bits_fixed
+from .entropy import FeatureStats, naive_bits_per_row, parent_cooccurrence, value_bits_fixed
 from ..budget import rows_for
 from ..errors import expect
 from .kernels import Histogram, select_quantize
 from ..models.sae import SAE
+from ..models.tree import validate_parents
 
 
 @dataclass
@@ -107,10 +108,11 @@ class DLReport:
         ]
         if self.flat_dl_bits_per_row is not None:
             rows.append(("DL estimate (flat)", f"{self.flat_dl_bits_per_row:.2f} bits/row"))
-        if "forest" in self.extra:  # discovered on these rows (--parents auto)
+        if "forest" in self.extra:  # discovered on these rows (--parents auto), or the SAE's own
             fo = self.extra["forest"]
-            rows.append(("forest (found here)", f"{fo['edges']:,} children in {fo['trees']:,} trees, "
-                                                f"{fo['model_bits']:,} model bits"))
+            bits = f", {fo['model_bits']:,} model bits" if "model_bits" in fo else ""
+            rows.append((f"forest ({fo.get('source', 'found here')})",
+                         f"{fo['edges']:,} children in {fo['trees']:,} trees{bits}"))
         rows += [
             (f"naive L0*(B+log2 D), B={self.value_bits}", f"{self.naive_bits_per_row:.2f} bits/row"),
             ("dense d*B", f"{self.dense_bits_per_row:.0f} bits/row"),
@@ -124,15 +126,15 @@ def scan(acts, sae: SAE, step, parents=None, batch_rows: int | None = None,
          progress: bool = False, on_codes=None) -> tuple[FeatureStats, ErrorStats]:
     """One pass over ``acts``: per-feature statistics of the quantized codes and the error of
     their reconstruction. ``on_codes(codes)`` sees every batch's codes, in row order. Batches
-    hold ``batch_rows`` rows, by default as many as the memory budget allows (mdlsae.budget)."""
+    hold ``batch_rows`` rows, by default as many as the memory budget allows (mdlsae.budget).
+    ``parents`` defaults to the SAE's own forest (a tree SAE's), if it has one."""
     acts = as_activations(acts)
     expect(acts.d == sae.d_in, f"{acts.name}: activations have d_in={acts.d} but the SAE expects d_in={sae.d_in}")
     batch_rows = rows_for(sae.row_bytes()) if batch_rows is None else batch_rows
     expect(batch_rows > 0, f"batch_rows must be positive, got {batch_rows}")
     steps_tensor(step, sae.d_sae)  # validate before the first batch
-    if parents is not None:
-        parents = validate_parents(parents, sae.d_sae)
-    k, threshold = sae.selection()
+    k, threshold, tree = sae.selection()
+    parents = tree if parents is None else validate_parents(parents, sae.d_sae)
     hist = Histogram(sae.d_sae)
     err = ErrorStats(sae.d_in)
     with_parent = np.zeros(sae.d_sae, dtype=np.int64)
@@ -142,7 +144,7 @@ def scan(acts, sae: SAE, step, parents=None, batch_rows: int | None = None,
         for x in acts.batches(batch_rows):
             gemm, bias = sae.encoder_parts(x, None if buf is None else buf[:x.shape[0]])
             buf = gemm if buf is None else buf
-            codes = select_quantize(gemm, k=k, threshold=threshold, step=step, hist=hist, bias=bias)
+            codes = select_quantize(gemm, k=k, threshold=threshold, step=step, hist=hist, bias=bias, parents=tree)
             err.add(x, codes.reconstruct(step, sae.W_dec, sae.b_dec))
             if parents is not None:
                 with_parent += parent_cooccurrence(codes, parents)

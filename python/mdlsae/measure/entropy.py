@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .codes import SparseCodes
-from ..errors import MdlsaeError, expect
 
 
 def binary_entropy(p: np.ndarray) -> np.ndarray:
@@ -37,36 +36,6 @@ def value_entropy(ptr: np.ndarray, count: np.ndarray) -> np.ndarray:
     m = n > 0
     out[m] = np.log2(n[m]) - clogc[m] / n[m]
     return out
-
-
-def validate_parents(parents: np.ndarray, d_sae: int) -> np.ndarray:
-    """int64 [d_sae] forest: -1 for roots, else a parent index in range, no cycles."""
-    parents = np.asarray(parents)
-    expect(parents.shape == (d_sae,), f"parents must have shape [{d_sae}], got {list(parents.shape)}")
-    expect(np.issubdtype(parents.dtype, np.integer), f"parents must be integers, got {parents.dtype}")
-    parents = parents.astype(np.int64)
-    bad = np.flatnonzero((parents < -1) | (parents >= d_sae) | (parents == np.arange(d_sae)))
-    if len(bad):
-        i = int(bad[0])
-        raise MdlsaeError(f"parents[{i}] = {int(parents[i])}: expected -1 (a root) or the index of "
-                          f"another feature in [0, {d_sae})")
-    depth = tree_depth(parents)
-    expect(depth is not None, "parents contain a cycle; they must form a forest")
-    return parents
-
-
-def tree_depth(parents: np.ndarray) -> np.ndarray | None:
-    """Depth of every node (roots 0), or None if following parents never reaches a root."""
-    d = len(parents)
-    depth = np.zeros(d, dtype=np.int64)
-    cur = parents.copy()
-    for _ in range(d + 1):  # pointer jumping would be O(log d); a forest is shallow in practice
-        live = cur >= 0
-        if not live.any():
-            return depth
-        depth[live] += 1
-        cur[live] = parents[cur[live]]
-    return None
 
 
 def parent_cooccurrence(codes: SparseCodes, parents: np.ndarray) -> np.ndarray:

@@ -34,7 +34,8 @@ from ..errors import expect
 from ..models.sae import SAE
 from .codes import SparseCodes
 from .dl import scan
-from .entropy import tree_depth
+from .entropy import FeatureStats, parent_cooccurrence
+from ..models.tree import tree_depth, validate_parents
 from .store import CodeStore
 from .twopart import elias_gamma_bits
 
@@ -155,3 +156,15 @@ def forest_of_codes(codes: SparseCodes, k: int = DEFAULT_CANDIDATES) -> Forest:
     active = np.bincount(codes.index, minlength=codes.d_sae).astype(np.int64)
     i, j, bits, both = candidate_edges(lambda: [codes], codes.n_rows, active, min(k, codes.d_sae))
     return forest_of(codes.d_sae, codes.n_rows, active, i, j, bits, both, len(i))
+
+
+def forest_given(codes: SparseCodes, parents) -> Forest:
+    """A given forest (a tree SAE's own) with its counts and gains on ``codes``: the gain of a
+    child is the activity bits its parent saves, N·(h(p) − H(a | parent))."""
+    parents = validate_parents(parents, codes.d_sae)
+    active = np.bincount(codes.index, minlength=codes.d_sae).astype(np.int64)
+    both = np.where(parents >= 0, parent_cooccurrence(codes, parents), 0)
+    stats = FeatureStats(codes.n_rows, active, np.zeros(codes.d_sae + 1, dtype=np.int64), np.zeros(0, np.int64),
+                         np.zeros(0, np.int64), parents, both)
+    gain = codes.n_rows * (stats.bits_per_row(conditional=False) - stats.bits_per_row(conditional=True))
+    return Forest(parents, codes.n_rows, active, both, gain, 0)

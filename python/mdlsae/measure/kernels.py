@@ -23,8 +23,10 @@ def _step_args(step, d_sae: int) -> tuple[float, np.ndarray | None]:
 
 
 def select_quantize(pre: torch.Tensor | np.ndarray, k: int = 0, threshold=None, step=1.0,
-                    hist: Histogram | None = None, bias: torch.Tensor | np.ndarray | None = None) -> SparseCodes:
-    """Select (TopK when ``k > 0``, else ``pre > threshold``; ReLU either way) on ``pre`` (plus
+                    hist: Histogram | None = None, bias: torch.Tensor | np.ndarray | None = None,
+                    parents: np.ndarray | None = None) -> SparseCodes:
+    """Select (TopK when ``k > 0``, else ``pre > threshold``; ReLU either way; with ``parents``
+    a strict tree's rule, :mod:`mdlsae.models.tree`) on ``pre`` (plus
     ``bias`` [d_sae], added in float32 as each row is read, when given), quantize
     ``q = rint(z / step)`` and keep the codes with ``q >= 1``; add them to ``hist`` if given.
     A CUDA tensor runs the fused GPU kernel on its device and current stream (k <= 256); the
@@ -48,7 +50,11 @@ def select_quantize(pre: torch.Tensor | np.ndarray, k: int = 0, threshold=None, 
     if threshold is not None:
         thr = np.ascontiguousarray(np.asarray(threshold, dtype=np.float32))
     g, per_feature = _step_args(step, d_sae)
+    if parents is not None:
+        parents = np.ascontiguousarray(parents, dtype=np.int32)
     if pre.device.type == "cuda":
+        expect(parents is None, "a tree SAE's selection runs on the CPU only: move its pre-activations "
+                                "to the CPU (pre.cpu())")
         if bias is not None:
             pre = pre.float() + torch.as_tensor(bias, dtype=torch.float32, device=pre.device)
         return _select_quantize_cuda_to_host(pre, int(k), thr, g, per_feature, hist)
@@ -57,7 +63,8 @@ def select_quantize(pre: torch.Tensor | np.ndarray, k: int = 0, threshold=None, 
                                     dtype=np.float32)
     try:
         row_ptr, index, q = _C.select_quantize(pre.data_ptr(), _DTYPE_CODES[pre.dtype], pre.shape[0], d_sae,
-                                               max(pre.stride(0), d_sae), int(k), thr, g, per_feature, hist, bias)
+                                               max(pre.stride(0), d_sae), int(k), thr, g, per_feature, hist, bias,
+                                               parents)
     except ValueError as e:
         raise MdlsaeError(str(e)) from None
     return SparseCodes(row_ptr, index, q, d_sae=d_sae)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..models.sae import topk_mask
+from ..models.topk import topk_mask
+from ..models.tree import TreeRule
 from .codes import SparseCodes, steps_tensor
 
 
@@ -19,13 +20,15 @@ def quantize(z: torch.Tensor, step) -> torch.Tensor:
 
 
 def select_quantize(pre: torch.Tensor, k: int = 0, threshold: torch.Tensor | np.ndarray | None = None,
-                    step=1.0, bias: torch.Tensor | None = None) -> SparseCodes:
-    """TopK (k > 0) or threshold selection, ReLU, quantization of ``pre`` (+ ``bias``, float32);
-    the codes with q >= 1."""
+                    step=1.0, bias: torch.Tensor | None = None, parents: np.ndarray | None = None) -> SparseCodes:
+    """TopK (k > 0) or threshold selection (a strict tree's rule with ``parents``), ReLU,
+    quantization of ``pre`` (+ ``bias``, float32); the codes with q >= 1."""
     pre = pre.detach().to("cpu").float()
     if bias is not None:
         pre = pre + torch.as_tensor(bias).detach().float()
-    if k > 0:
+    if parents is not None:
+        z = torch.where(TreeRule(torch.as_tensor(parents)).mask(pre, k), pre, torch.zeros(()))
+    elif k > 0:
         z = torch.where(topk_mask(pre, k), pre, torch.zeros(()))
     else:
         thr = torch.zeros(pre.shape[-1]) if threshold is None else torch.as_tensor(threshold).float()

@@ -3,14 +3,18 @@
 A directory holds ``cfg.json`` and ``sae_weights.safetensors`` with ``W_enc [d_in, d_sae]``,
 ``b_enc [d_sae]``, ``W_dec [d_sae, d_in]``, ``b_dec [d_in]`` and, for ``jumprelu``,
 ``threshold [d_sae]``. ``architecture`` is ``topk`` (with ``k``), ``jumprelu`` or ``relu`` (saved
-as SAELens's ``standard``), so every directory written here loads in SAELens. Every other
+as SAELens's ``standard``), so every directory written here loads in SAELens, or mdlsae's own
+``tree`` (with ``k`` and a forest ``parents``, in ``cfg.json`` and as an int32 tensor in the
+weights file; see :mod:`.tree`). Every other
 format (SAELens's other architectures and versions, the Gemma/Llama/Qwen Scope releases,
 dictionary_learning, sparsify) is folded exactly into these three by its reader in this package
 (:mod:`.formats`), or refused.
 
 Forward pass (DESIGN §2): ``pre = (norm(x) - b_dec) @ W_enc + b_enc``; ``topk`` keeps the k
 largest entries of a row then applies ReLU, ``jumprelu`` is ``relu(pre) * (pre > threshold)``,
-``relu`` is ``relu(pre)``; ``decode(z) = z @ W_dec + b_dec``. ``norm`` is the identity except for
+``relu`` is ``relu(pre)``; ``tree`` keeps the k largest among the roots, then below each kept
+latent its strongest child if positive, level by level (a child fires only with its parent);
+``decode(z) = z @ W_dec + b_dec``. ``norm`` is the identity except for
 SAELens's per-row ``constant_norm_rescale`` and ``layer_norm``, whose inverse needs each row's
 statistics: such SAEs encode and decode here, but the codec refuses them (a file would have to
 carry those statistics).
@@ -31,17 +35,14 @@ from safetensors.torch import save_file
 
 from ..errors import expect
 from ..fileio import atomic_dir
+from .topk import topk_mask
+from .tree import TreeRule, validate_parents
 
-ARCHITECTURES = ("topk", "jumprelu", "relu")
+ARCHITECTURES = ("topk", "jumprelu", "relu", "tree")
+WITH_K = ("topk", "tree")
 NORMALIZATIONS = ("none", "constant_norm_rescale", "layer_norm")
 CFG_NAME = "cfg.json"
 WEIGHTS_NAME = "sae_weights.safetensors"
-
-
-def topk_mask(pre: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean mask of the k largest entries per row; ties go to the lower feature index."""
-    order = torch.sort(pre, dim=-1, descending=True, stable=True).indices[..., :k]
-    return torch.zeros_like(pre, dtype=torch.bool).scatter_(-1, order, True)
 
 
 def _all_finite(t: torch.Tensor, block: int = 1 << 22) -> bool:
@@ -59,6 +60,7 @@ class SAEConfig:
     apply_b_dec_to_input: bool = True
     normalize_activations: str = "none"
     extra: dict[str, Any] = field(default_factory=dict)  # other cfg.json keys, kept on save
+    parents: np.ndarray | None = None  # tree: int64 [d_sae], -1 for roots
 
     def __post_init__(self) -> None:
         expect(self.architecture in ARCHITECTURES,
@@ -68,15 +70,22 @@ class SAEConfig:
         expect(self.normalize_activations in NORMALIZATIONS,
                f"normalize_activations must be one of {', '.join(NORMALIZATIONS)}, "
                f"got {self.normalize_activations!r}")
-        if self.architecture == "topk":
+        if self.architecture in WITH_K:
             expect(self.k is not None and 1 <= int(self.k) <= int(self.d_sae),
-                   f"topk needs 1 <= k <= d_sae={self.d_sae}, got k={self.k}")
+                   f"{self.architecture} needs 1 <= k <= d_sae={self.d_sae}, got k={self.k}")
             self.k = int(self.k)
+        expect((self.parents is not None) == (self.architecture == "tree"),
+               f"a {self.architecture} SAE " + ("needs a forest (parents)" if self.architecture == "tree"
+                                                else "has no forest of its own (parents)"))
+        if self.parents is not None:
+            self.parents = validate_parents(self.parents, int(self.d_sae))
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if k != "extra"}
+        d = {k: v for k, v in asdict(self).items() if k not in ("extra", "parents")}
         if d["k"] is None:
             d.pop("k")
+        if self.parents is not None:
+            d["parents"] = self.parents.tolist()
         out = dict(self.extra)
         out.update(d)
         if out["architecture"] == "relu":  # SAELens's name for it: the directory stays SAELens-loadable
@@ -102,6 +111,7 @@ class SAE(torch.nn.Module):
             setattr(self, name, torch.nn.Parameter(torch.zeros(shape) if weights is None else weights[name]))
         if cfg.architecture != "jumprelu":
             self.register_parameter("threshold", None)
+        self._tree: TreeRule | None = None  # built on first use, on the latents' device
 
     @staticmethod
     def shapes(cfg: SAEConfig) -> dict[str, tuple[int, ...]]:
@@ -128,6 +138,11 @@ class SAE(torch.nn.Module):
         shapes = cls.shapes(cfg)
         missing = [k for k in shapes if k not in weights]
         expect(not missing, f"{where} lack {', '.join(missing)} (found {', '.join(sorted(weights))})")
+        if cfg.parents is not None and "parents" in weights:  # the tree's forest, also in cfg.json
+            weights = dict(weights)
+            stored = weights.pop("parents").detach().cpu().numpy()
+            expect(stored.shape == cfg.parents.shape and bool((stored == cfg.parents).all()),
+                   f"{where}: the forest in the weights file (parents) differs from the one in cfg.json")
         # an unknown tensor changes what the SAE computes: refuse instead of ignoring it
         unknown = sorted(k for k in weights if k not in shapes)
         expect(not unknown, f"{where} hold {', '.join(unknown)}, which a {cfg.architecture} SAE of "
@@ -156,6 +171,8 @@ class SAE(torch.nn.Module):
         """Write ``cfg.json`` + ``sae_weights.safetensors`` atomically (the directory appears
         complete or not at all)."""
         tensors = {n: p.detach().to("cpu", torch.float32).contiguous() for n, p in self.named_parameters()}
+        if self.cfg.parents is not None:
+            tensors["parents"] = torch.from_numpy(self.cfg.parents.astype(np.int32))
         with atomic_dir(path) as tmp:
             save_file(tensors, str(tmp / WEIGHTS_NAME))
             (tmp / CFG_NAME).write_text(json.dumps(self.cfg.to_dict(), indent=2) + "\n")
@@ -229,7 +246,15 @@ class SAE(torch.nn.Module):
             return torch.relu(pre) * topk_mask(pre, self.cfg.k)
         if arch == "jumprelu":  # SAELens: ReLU before the threshold (matters for θ < 0)
             return torch.relu(pre) * (pre > self.threshold)
+        if arch == "tree":
+            return torch.relu(pre) * self.tree_rule(pre.device).mask(pre, self.cfg.k)
         return torch.relu(pre)
+
+    def tree_rule(self, device) -> TreeRule:
+        """The forest's index arrays on ``device`` (a tree SAE only)."""
+        if self._tree is None or self._tree.roots.device != torch.device(device):
+            self._tree = TreeRule(torch.from_numpy(self.cfg.parents)).to(device)
+        return self._tree
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.activation(self.pre_acts(x))
@@ -246,16 +271,18 @@ class SAE(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x), x)
 
-    def selection(self) -> tuple[int, np.ndarray | None]:
-        """(k, threshold) for the native kernel: k > 0 for TopK, else the per-feature threshold
-        (None meaning 0, i.e. ReLU). Every codec path starts here, so this is where an SAE the
-        codec cannot reconstruct is refused."""
+    def selection(self) -> tuple[int, np.ndarray | None, np.ndarray | None]:
+        """(k, threshold, parents) for the native kernel: k > 0 for TopK (over the roots of
+        ``parents`` for a tree), else the per-feature threshold (None meaning 0, i.e. ReLU).
+        Every codec path starts here, so this is where an SAE the codec cannot reconstruct is
+        refused."""
         self.expect_codable()
-        if self.cfg.architecture == "topk":
-            return self.cfg.k, None
-        if self.cfg.architecture == "jumprelu":
-            return 0, self.threshold.detach().to("cpu", torch.float32).numpy()
-        return 0, None
+        arch = self.cfg.architecture
+        if arch in WITH_K:
+            return self.cfg.k, None, self.cfg.parents
+        if arch == "jumprelu":
+            return 0, self.threshold.detach().to("cpu", torch.float32).numpy(), None
+        return 0, None, None
 
     def content_hash(self) -> str:
         """SHA-256 over the architecture, k and the float32 weights: names the SAE in a file."""
@@ -264,6 +291,8 @@ class SAE(torch.nn.Module):
                              "apply_b_dec_to_input": self.cfg.apply_b_dec_to_input}).encode())
         if self.cfg.normalize_activations != "none":  # hashes of existing files stay unchanged
             h.update(self.cfg.normalize_activations.encode())
+        if self.cfg.parents is not None:
+            h.update(b"parents" + self.cfg.parents.astype("<i8").tobytes())
         for name, p in sorted(self.named_parameters()):
             t = p.detach().to("cpu", torch.float32).contiguous()
             h.update(name.encode())

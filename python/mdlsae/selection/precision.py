@@ -32,7 +32,9 @@ from ..errors import MdlsaeError, expect
 from ..measure.kernels import Histogram
 from ..budget import rows_for
 from ..measure.dl import ErrorStats
-from ..models.sae import SAE, topk_mask
+from ..models.sae import SAE
+from ..models.topk import fast_topk_mask
+from ..models.tree import TreeRule
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], float]
 Metric = Union[str, LossFn]
@@ -48,22 +50,19 @@ def resolve_metric(metric: Metric) -> tuple[str, LossFn | None]:
     return metric, None
 
 
-def select_sparse(pre: torch.Tensor, k: int, threshold: np.ndarray | None) -> tuple[torch.Tensor, ...]:
+def select_sparse(pre: torch.Tensor, k: int, threshold: np.ndarray | None,
+                  tree: TreeRule | None = None) -> tuple[torch.Tensor, ...]:
     """(rows, features, values) of the positive selected latents, with the fused kernel's
-    selection rule: TopK with ties to the lower feature index (k > 0), else ``pre > threshold``."""
+    selection rule: TopK with ties to the lower feature index (k > 0; over the roots of a
+    ``tree``, then its children), else ``pre > threshold``."""
+    if tree is not None:
+        r, c = torch.nonzero(tree.mask(pre, k), as_tuple=True)
+        return r, c, pre[r, c]
     if k <= 0:
         thr = torch.zeros(()) if threshold is None else torch.from_numpy(threshold).clamp_min(0)
         r, c = torch.nonzero(pre > thr, as_tuple=True)
         return r, c, pre[r, c]
-    keep = torch.zeros_like(pre, dtype=torch.bool)
-    if k < pre.shape[1]:
-        vals, idx = torch.topk(pre, k + 1, dim=1)  # fast; exact unless the k-th and (k+1)-th tie
-        keep.scatter_(1, idx[:, :k], True)
-        tied = torch.nonzero((vals[:, k - 1] == vals[:, k]) & (vals[:, k] > 0)).flatten()
-        if len(tied):
-            keep[tied] = topk_mask(pre[tied], k)
-    else:
-        keep.fill_(True)
+    keep = fast_topk_mask(pre, k)
     r, c = torch.nonzero(keep & (pre > 0), as_tuple=True)
     return r, c, pre[r, c]
 
@@ -90,12 +89,13 @@ class SparseLatents:
         expect(acts.d == sae.d_in, f"{acts.name}: activations have d_in={acts.d} but the SAE expects d_in={sae.d_in}")
         n = acts.n_rows if max_rows is None else min(acts.n_rows, max_rows)
         expect(n > 0, f"{acts.name}: no rows to evaluate")
-        k, threshold = sae.selection()
+        k, threshold, parents = sae.selection()
+        tree = None if parents is None else sae.tree_rule("cpu")
         xs, counts, cols, vals = [], [], [], []
         bar = tqdm(total=n, unit="row", unit_scale=True, disable=not progress, desc="encode")
         with torch.no_grad():
             for x in acts.batches(batch_rows, stop=n):
-                r, c, v = select_sparse(sae.pre_acts(x), k, threshold)
+                r, c, v = select_sparse(sae.pre_acts(x), k, threshold, tree)
                 xs.append(x)
                 counts.append(np.bincount(r.numpy(), minlength=x.shape[0]))
                 cols.append(c.numpy().astype(np.int32))

@@ -22,7 +22,7 @@ from .allocate import Allocation, allocate_steps
 from ..errors import expect
 from ..measure.dl import DLReport, report
 from .._native import _C
-from ..measure.forest import forest_of_codes
+from ..measure.forest import forest_given, forest_of_codes
 from .precision import Evaluator, Metric, Point, Precision, SparseLatents, effective_precision, rd_curve, resolve_metric
 from ..models.sae import SAE
 from ..measure.twopart import AMORTISATION_ROWS, TwoPartDL
@@ -97,8 +97,9 @@ def evaluate_sae(acts, sae: SAE, tolerance: float, metric: Metric = "mse", per_f
     """Effective precision of ``sae`` at ``tolerance`` (and per-feature steps, and the
     rate-distortion curve around it, when asked) on the first ``max_rows`` rows of ``acts``.
     ``parents="auto"``: the DL is conditional on the candidate's own forest, found on its codes
-    at the chosen step(s) (measure.forest), and the two-part total pays for that forest. The
-    step search itself stays flat: a forest changes the bits, not the loss."""
+    at the chosen step(s) (measure.forest), and the two-part total pays for that forest; a tree
+    SAE is measured with the forest it carries, paid for the same way. The step search itself
+    stays flat: a forest changes the bits, not the loss."""
     expect(parents in (None, "auto"), f"parents must be None or 'auto' when selecting SAEs, got {parents!r}")
     name = name or f"{sae.cfg.architecture} D={sae.d_sae}"
     ev = Evaluator(SparseLatents.from_sae(acts, sae, max_rows=max_rows, progress=progress), metric)
@@ -106,8 +107,9 @@ def evaluate_sae(acts, sae: SAE, tolerance: float, metric: Metric = "mse", per_f
     alloc = allocate_steps(ev, prec) if per_feature else None
     final = alloc.point if alloc is not None else prec.point
     stats, forest = final.stats, None
-    if parents == "auto":
-        forest = forest_of_codes(ev.latents.codes(ev.latents.quantize_values(final.step)))
+    if parents == "auto" or sae.cfg.parents is not None:  # found on the codes, or the tree SAE's own
+        codes = ev.latents.codes(ev.latents.quantize_values(final.step))
+        forest = forest_of_codes(codes) if parents == "auto" else forest_given(codes, sae.cfg.parents)
         stats = dataclasses.replace(stats, parents=forest.parents, active_with_parent=forest.both)
     rep = report(stats, final.err, final.step, sae.d_in, name)
     two = TwoPartDL.of(stats, sae.d_in, alloc is not None and not alloc.fallback, decoder_precision,

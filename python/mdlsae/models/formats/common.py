@@ -116,12 +116,13 @@ def gated_as_jumprelu(W_enc, b_gate, r_mag, b_mag) -> Weights:
 
 
 def build(arch: str, w: Weights, where: Path, *, k: int | None = None, apply_b_dec_to_input: bool = True,
-          normalize_activations: str = "none", extra: dict | None = None) -> SAE:
+          normalize_activations: str = "none", extra: dict | None = None, parents=None) -> SAE:
     """Our SAE from the folded weights ``w`` (W_enc [d_in, d_sae], b_enc, W_dec [d_sae, d_in],
-    b_dec, threshold for jumprelu); any tensor left in ``w`` is refused by ``from_weights``."""
+    b_dec, threshold for jumprelu; a tree's forest in ``parents``); any tensor left in ``w`` is
+    refused by ``from_weights``."""
     expect(w.get("W_enc") is not None and w["W_enc"].ndim == 2,
            f"{where}: no 2-D encoder matrix (found {', '.join(sorted(w))})")
     d_in, d_sae = w["W_enc"].shape
     cfg = SAEConfig(arch, d_in=int(d_in), d_sae=int(d_sae), k=k, apply_b_dec_to_input=apply_b_dec_to_input,
-                    normalize_activations=normalize_activations, extra=extra or {})
+                    normalize_activations=normalize_activations, extra=extra or {}, parents=parents)
     return SAE.from_weights(cfg, w, where=str(where))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ...errors import MdlsaeError, expect
@@ -27,14 +28,14 @@ from .common import build, gated_as_jumprelu, read_json, read_safetensors, scale
 
 TRANSCODERS = ("transcoder", "skip_transcoder", "jumprelu_transcoder", "jumprelu_skip_transcoder")
 BATCH_TOPK = ("batchtopk", "matryoshka_batchtopk")
-KNOWN = ("standard", "relu", "topk", "jumprelu", "gated", *BATCH_TOPK)
+KNOWN = ("standard", "relu", "topk", "jumprelu", "gated", "tree", *BATCH_TOPK)
 # keys whose meaning is folded into the weights or into our config: never carried over
 CONSUMED = {"architecture", "d_in", "d_sae", "k", "apply_b_dec_to_input", "normalize_activations",
             "activation_fn", "activation_fn_str", "activation_fn_kwargs", "rescale_acts_by_decoder_norm",
             "finetuning_scaling_factor", "norm_scaling_factor", "dtype", "device", "topk_threshold_lr",
             "matryoshka_widths", "use_matryoshka_aux_loss", "decoder_init_norm", "use_sparse_activations",
             "aux_loss_coefficient", "jumprelu_init_threshold", "jumprelu_bandwidth", "jumprelu_sparsity_loss_mode",
-            "l0_coefficient", "l1_coefficient", "lp_norm", "signed", "transcode", "d_out"}
+            "l0_coefficient", "l1_coefficient", "lp_norm", "signed", "transcode", "d_out", "parents"}
 
 
 def is_saelens(path: Path) -> bool:
@@ -64,8 +65,8 @@ def _architecture(cfg: dict, where: Path) -> tuple[str, int | None]:
     expect(arch in KNOWN, f"{where}: unsupported SAELens architecture {arch!r}; mdlsae reads "
                           f"{', '.join(KNOWN)} (transcoders and abstopk are refused)")
     k = cfg.get("k", kwargs.get("k"))
-    if arch == "topk":
-        expect(k is not None, f"{where}: a topk SAE without k in cfg.json")
+    if arch in ("topk", "tree"):
+        expect(k is not None, f"{where}: a {arch} SAE without k in cfg.json")
         return arch, int(k)
     return arch, None
 
@@ -121,8 +122,13 @@ def read_saelens(path: Path) -> SAE:
     norm = _normalization(cfg, w, path)
     w.update(raw)  # anything left is refused by name
     extra = {key: v for key, v in cfg.items() if key not in CONSUMED}
-    if arch not in ("relu", "topk", "jumprelu"):
+    if arch not in ("relu", "topk", "jumprelu", "tree"):
         extra["source_architecture"] = arch
-    return build("relu" if arch == "relu" else "topk" if arch == "topk" else "jumprelu", w, wpath, k=k,
+    parents = None
+    if arch == "tree":  # mdlsae's own: the forest is in cfg.json and (checked equal) in the weights
+        expect(isinstance(cfg.get("parents"), list), f"{path / CFG_NAME}: a tree SAE without its forest "
+                                                     "(a list 'parents', -1 for roots)")
+        parents = np.asarray(cfg["parents"])
+    return build(arch if arch in ("relu", "topk", "tree") else "jumprelu", w, wpath, k=k,
                  apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
-                 normalize_activations=norm, extra=extra)
+                 normalize_activations=norm, extra=extra, parents=parents)

@@ -42,6 +42,7 @@ class TrainConfig:
     threshold_init: float = 0.01  # jumprelu: initial threshold (scaled units): starts close to ReLU
     bandwidth: float = 0.05  # JumpReLU straight-through kernel width (scaled units)
     groups: list[int] | None = None  # matryoshka: group sizes summing to d_sae (default D/16, D/16, D/8, D/4, D/2)
+    branching: list[int] | None = None  # tree from scratch: children per latent, level by level (default [4])
     seed: int = 0
     device: str = "auto"  # "auto": CUDA when available
     train_decoder: bool = True  # False: fit only the encoder (and biases) to a fixed dictionary

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ...data.acts import as_activations
 from ...errors import expect
-from ..sae import SAE, SAEConfig
+from ..sae import SAE, WITH_K, SAEConfig
 from . import checkpoint
 from .config import DEFAULT_TRAIN_ROWS, EVAL_ROWS, POOL_BYTES, TrainConfig, TrainResult, default_k, default_lr
 from .metrics import evaluate
@@ -60,7 +60,7 @@ class Trainer:
             expect(init.d_in == d, f"init SAE has d_in={init.d_in}, activations have {d}")
             expect(init.cfg.architecture == arch,
                    f"init SAE is {init.cfg.architecture!r}, training asks for {arch!r}")
-        self.k = int(init.cfg.k) if init is not None and arch == "topk" else (cfg.k or default_k(d, cfg.d_sae))
+        self.k = int(init.cfg.k) if init is not None and arch in WITH_K else (cfg.k or default_k(d, cfg.d_sae))
         self.d_sae = init.d_sae if init is not None else cfg.d_sae
         self.stream = BatchStream(self.acts, cfg.batch_size, cfg.seed, self.device)
         epochs = cfg.epochs or max(1, math.ceil(DEFAULT_TRAIN_ROWS / (self.stream.steps_per_epoch * self.stream.batch_size)))
@@ -83,8 +83,8 @@ class Trainer:
                     p.mul_(self.scale)
         else:
             trained = self.objective.trained_arch
-            self.sae = SAE.random(SAEConfig(trained, d_in=d, d_sae=self.d_sae,
-                                            k=self.k if trained == "topk" else None), seed=cfg.seed)
+            self.sae = SAE.random(SAEConfig(trained, d_in=d, d_sae=self.d_sae, k=self.k if trained in WITH_K else None,
+                                            parents=self.objective.forest()), seed=cfg.seed)
             with torch.no_grad():
                 if cfg.b_dec_init == "median":
                     self.sae.b_dec.copy_(geometric_median(sample_rows(self.acts, 16384)) * self.scale)
@@ -179,7 +179,8 @@ class Trainer:
     def finish(self) -> TrainResult:
         """The SAE in raw-activation units (BatchTopK as JumpReLU) and its final statistics."""
         s, arch = self.scale, self.objective.saved_arch
-        sae = SAE(SAEConfig(arch, d_in=self.acts.d, d_sae=self.d_sae, k=self.k if arch == "topk" else None))
+        sae = SAE(SAEConfig(arch, d_in=self.acts.d, d_sae=self.d_sae, k=self.k if arch in WITH_K else None,
+                            parents=self.sae.cfg.parents))
         src = self.sae.to("cpu")
         with torch.no_grad():
             # latents of x are those of s·x divided by s: W_* unchanged, biases and threshold / s

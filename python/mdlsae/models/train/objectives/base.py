@@ -39,6 +39,10 @@ class Objective:
     def __init__(self, cfg, k: int, d_in: int, d_sae: int, device: torch.device):
         self.cfg, self.k, self.d_in, self.d_sae, self.device = cfg, k, d_in, d_sae, device
 
+    def forest(self):
+        """The parents array of a freshly initialised SAE, for architectures that have one."""
+        return None
+
     def attach(self, sae, init, scale: float) -> None:
         """Called once with the SAE to train (scaled units) and the SAE it started from, if any."""
 

@@ -1,0 +1,118 @@
+"""The strict-tree SAE: its forest checks, the native selection against the torch reference,
+its save/load round trip (forest in cfg.json and the weights file), and that dl/encode code its
+children given their parents without a parents file, with the off-parent part empty."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mdlsae.codec import encode
+from mdlsae.errors import MdlsaeError
+from mdlsae.measure import reference
+from mdlsae.measure.dl import measure_dl
+from mdlsae.measure.kernels import select_quantize
+from mdlsae.models.sae import SAE, SAEConfig
+from mdlsae.models.train import TrainConfig, train
+from mdlsae.models.tree import regular_forest, tree_depth, validate_parents
+
+
+def tree_sae(d_in=16, d_sae=42, branching=(2, 2), k=2, seed=0) -> SAE:
+    cfg = SAEConfig("tree", d_in=d_in, d_sae=d_sae, k=k, parents=regular_forest(d_sae, list(branching)))
+    sae = SAE.random(cfg, seed=seed)
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.3, generator=torch.Generator().manual_seed(seed))
+    return sae
+
+
+def test_regular_forest_layout():
+    p = regular_forest(14, [2, 2])  # 2 roots, 4 children, 8 grandchildren
+    assert p.tolist() == [-1, -1, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    assert tree_depth(p).max() == 2
+    with pytest.raises(MdlsaeError, match="does not divide"):
+        regular_forest(15, [2, 2])
+
+
+def test_cycles_are_refused_in_linear_time():
+    p = np.arange(1, 200_001) % 200_000  # one cycle through every node: never reaches a root
+    assert tree_depth(p) is None
+    with pytest.raises(MdlsaeError, match="cycle"):
+        validate_parents(p, 200_000)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("d_sae,branching,k", [(42, [2, 2], 2), (5000, [4], 12), (3100, [30], 3)])
+def test_native_tree_selection_matches_reference(dtype, d_sae, branching, k):
+    g = torch.Generator().manual_seed(d_sae)
+    parents = regular_forest(d_sae, branching)
+    pre = torch.randn(300, d_sae, generator=g).to(dtype)
+    bias = torch.randn(d_sae, generator=g)
+    got = select_quantize(pre, k=k, step=0.05, bias=bias, parents=parents)
+    assert got == reference.select_quantize(pre.float(), k=k, step=0.05, bias=bias, parents=parents)
+    # strict: every active child's parent is active in the unquantized selection
+    mask = reference.select_quantize(pre.float(), k=k, step=1e-4, bias=bias, parents=parents)
+    rows = mask.rows()
+    on = set(zip(rows.tolist(), mask.index.tolist()))
+    assert all((r, parents[f]) in on for r, f in on if parents[f] >= 0)
+
+
+def test_ties_go_to_the_lower_child():
+    parents = np.array([-1, 0, 0, 0])
+    pre = torch.tensor([[1.0, 0.5, 0.7, 0.7]])
+    codes = select_quantize(pre, k=1, step=0.01, parents=parents)
+    assert codes.index.tolist() == [0, 2]
+    assert codes == reference.select_quantize(pre, k=1, step=0.01, parents=parents)
+
+
+def test_save_load_round_trip_and_forest_checks(tmp_path):
+    sae = tree_sae()
+    sae.save(tmp_path / "t")
+    cfg = json.loads((tmp_path / "t" / "cfg.json").read_text())
+    assert cfg["architecture"] == "tree" and cfg["parents"] == sae.cfg.parents.tolist()
+    back = SAE.load(tmp_path / "t")
+    assert back.content_hash() == sae.content_hash()
+    x = torch.randn(50, 16)
+    assert torch.equal(back.encode(x), sae.encode(x))
+    cfg["parents"][10] = -1  # a different forest in cfg.json than in the weights file
+    (tmp_path / "t" / "cfg.json").write_text(json.dumps(cfg))
+    with pytest.raises(MdlsaeError, match="differs from the one in cfg.json"):
+        SAE.load(tmp_path / "t")
+    cfg.pop("parents")
+    (tmp_path / "t" / "cfg.json").write_text(json.dumps(cfg))
+    with pytest.raises(MdlsaeError, match="without its forest"):
+        SAE.load(tmp_path / "t")
+
+
+def test_encode_matches_the_fused_kernel():
+    sae = tree_sae()
+    x = torch.randn(200, 16)
+    k, thr, parents = sae.selection()
+    with torch.no_grad():
+        z = sae.encode(x)
+        codes = select_quantize(sae.pre_acts(x), k=k, step=1e-4, parents=parents)
+    assert np.array_equal(np.flatnonzero(z.flatten().numpy() > 1e-4 / 2),
+                          codes.rows() * sae.d_sae + codes.index)
+
+
+def test_dl_and_file_are_conditional_on_the_own_forest(tmp_path):
+    sae = tree_sae(d_sae=70, k=3)
+    x = torch.randn(3000, 16)
+    rep = measure_dl(x, sae, step=0.05)
+    assert rep.conditional and rep.dl_bits_per_row < rep.flat_dl_bits_per_row
+    info = encode(x, sae, tmp_path / "t.mdl", step=0.05)
+    assert info.conditional
+    assert info.payload_bits == pytest.approx(info.estimate_bits, rel=2e-3, abs=2000)
+
+
+def test_train_tree_from_scratch_is_strict():
+    x = torch.randn(4000, 16)
+    res = train(x, TrainConfig(architecture="tree", d_sae=35, k=2, branching=[4], epochs=1, seed=0))
+    sae = res.sae
+    assert sae.cfg.architecture == "tree" and (sae.cfg.parents >= 0).sum() == 28
+    with torch.no_grad():
+        on = sae.encode(x) > 0
+    kids = np.flatnonzero(sae.cfg.parents >= 0)
+    assert not (on[:, kids] & ~on[:, sae.cfg.parents[kids]]).any()
