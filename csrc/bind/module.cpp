@@ -99,6 +99,8 @@ std::string compiler() {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "mdlsae native CPU core (private; use the mdlsae package)";
+  m.attr("MAX_CHUNK_ROWS") = codec::kMaxChunkRows;
+  m.attr("MIN_FEATURE_BYTES") = codec::kMinFeatureBytes;
 
   m.def("build_info", [] {
     py::dict d;

@@ -271,7 +271,7 @@ uint32_t get_u32(const uint8_t* p) {
 std::vector<uint8_t> encode_chunk(const CodecTables& t, const EncoderTables& et, const CodesView& codes,
                                   int32_t fps) {
   const int64_t d = t.d_sae;
-  MDLSAE_CHECK_ARG(codes.rows < INT32_MAX, "a chunk holds ", codes.rows, " rows, more than 2^31 - 1");
+  MDLSAE_CHECK_ARG(codes.rows <= kMaxChunkRows, "a chunk holds ", codes.rows, " rows, more than ", kMaxChunkRows);
   const Columns col = to_columns(codes, d);
   const int32_t n_streams = streams_of(d, fps);
   const int64_t per = fps <= 0 ? d : fps;
@@ -322,7 +322,7 @@ struct ChunkColumns {
 ChunkColumns decode_chunk(const CodecTables& t, const DecoderTables& dt, int64_t rows, const uint8_t* data,
                           size_t size, int32_t fps) {
   const int64_t d = t.d_sae;
-  MDLSAE_CHECK_DATA(rows >= 0 && rows < INT32_MAX, "chunk of ", rows, " rows");
+  MDLSAE_CHECK_DATA(rows >= 0 && rows <= kMaxChunkRows, "chunk of ", rows, " rows");
   const int32_t n_streams = streams_of(d, fps);
   const int64_t per = fps <= 0 ? d : fps;
   size_t at = 4 * size_t(n_streams - 1);
@@ -386,7 +386,8 @@ void scatter_rows(const ChunkColumns& c, int64_t rows, int64_t base, int64_t* ro
 
 std::vector<std::vector<uint8_t>> encode_chunks(const CodecTables& t, const EncoderTables& et, const CodesView& codes,
                                                 int64_t chunk_rows, int32_t fps) {
-  MDLSAE_CHECK_ARG(chunk_rows > 0, "chunk_rows must be positive, got ", chunk_rows);
+  MDLSAE_CHECK_ARG(chunk_rows > 0 && chunk_rows <= kMaxChunkRows, "chunk_rows must be in [1, ", kMaxChunkRows,
+                   "], got ", chunk_rows);
   const int64_t n_chunks = (codes.rows + chunk_rows - 1) / chunk_rows;
   std::vector<std::vector<uint8_t>> out(static_cast<size_t>(n_chunks));
   parallel_ranges(n_chunks, workers_for(n_chunks, 1), [&](int, int64_t b, int64_t e) {

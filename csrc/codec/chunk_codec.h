@@ -2,7 +2,7 @@
 // active rows as geometric gaps (children over their parent's active, then inactive, rows),
 // then its quantized values. Features are split into streams of `features_per_stream`
 // (0 = one stream per chunk), each an independent rANS stream; chunks are independent, so
-// encode and decode run in parallel over chunks. Chunk rows must be fewer than 2^31.
+// encode and decode run in parallel over chunks.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -12,6 +12,10 @@
 #include "common/buffer.h"
 
 namespace mdlsae::codec {
+
+// The most rows a chunk may hold: the decoder sizes its work buffers by a chunk's declared
+// rows, and a file's few bytes must not be able to ask for gigabytes.
+constexpr int64_t kMaxChunkRows = int64_t(1) << 22;
 
 // Row-major sparse codes (the layout of cpu/select_quantize.h's SparseCodes).
 struct CodesView {

@@ -135,15 +135,20 @@ CodecTables build_tables(const Counts& c) {
   t.d_sae = d;
   t.n_rows = c.n_rows;
   t.parent = c.parent;
-  // Depth by walking up at most d steps: a cycle (a damaged file) cannot hang us.
-  std::vector<int32_t> depth(size_t(d), 0);
+  // Depth of every feature in O(d): walk up to a feature of known depth, then fill in the path.
+  // A parent out of range or a cycle (a damaged file) is refused; neither can hang us.
+  std::vector<int32_t> depth(size_t(d), -1), path;
   for (int64_t f = 0; f < d; ++f) {
-    int32_t p = c.parent[f];
-    for (int64_t steps = 0; p >= 0; ++steps) {
-      MDLSAE_CHECK_DATA(p < d && steps < d, "parents of feature ", f, " do not form a forest");
-      ++depth[f];
+    int64_t p = f;
+    path.clear();
+    while (p >= 0 && depth[p] < 0) {
+      depth[p] = -2;  // on the current path: meeting it again is a cycle
+      path.push_back(int32_t(p));
       p = c.parent[p];
+      MDLSAE_CHECK_DATA(p < d && (p < 0 || depth[p] != -2), "parents of feature ", f, " do not form a forest");
     }
+    int32_t at = p < 0 ? -1 : depth[p];
+    for (auto it = path.rbegin(); it != path.rend(); ++it) depth[*it] = ++at;
   }
   t.order.resize(size_t(d));
   for (int64_t f = 0; f < d; ++f) t.order[f] = int32_t(f);
@@ -311,6 +316,9 @@ std::vector<uint8_t> pack_counts(const Counts& c) {
 
 Counts unpack_counts(const uint8_t* data, size_t size, int64_t d_sae, uint64_t n_rows, bool has_parents) {
   MDLSAE_CHECK_DATA(d_sae > 0 && d_sae < (int64_t(1) << 31), "d_sae = ", d_sae);
+  // Every feature takes at least kMinFeatureBytes: a short blob cannot make us allocate for a huge d_sae.
+  MDLSAE_CHECK_DATA(uint64_t(d_sae) <= size / kMinFeatureBytes, "model tables of ", size, " bytes cannot hold ", d_sae,
+                    " features");
   Counts c;
   c.n_rows = n_rows;
   c.parent.assign(size_t(d_sae), -1);

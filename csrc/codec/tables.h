@@ -176,6 +176,10 @@ struct Counts {
 CodecTables build_tables(const Counts& c);
 
 std::vector<uint8_t> pack_counts(const Counts& c);
+
+// The fewest bytes a feature takes in pack_counts' output: the varints of its active count,
+// parent and gap parameter and its number of distinct values.
+constexpr size_t kMinFeatureBytes = 4;
 // Inverse of pack_counts; throws std::runtime_error on truncated or inconsistent bytes.
 Counts unpack_counts(const uint8_t* data, size_t size, int64_t d_sae, uint64_t n_rows, bool has_parents);
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from .errors import MdlsaeError
 
@@ -26,9 +28,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Python runs next: the same unwinding as Ctrl-C (temporary files and
+    spills removed, a training checkpoint saved), so neither leaves a partial output."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         if getattr(args, "memory", None) is not None:
             from .budget import set_budget
@@ -41,9 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
         print(f"mdlsae: error: {e.strerror or e}: {e.filename}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("mdlsae: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        how, code = ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("interrupted", 130)
+        print(f"mdlsae: {how}; no partial output was written" + _resume_hint(args), file=sys.stderr)
+        return code
+
+
+def _resume_hint(args) -> str:
+    ckpt = getattr(args, "checkpoint_path", None)
+    return f"; training progress is saved in {ckpt} (rerun with --resume)" if ckpt and ckpt.is_file() else ""
 
 
 if __name__ == "__main__":

@@ -140,7 +140,7 @@ def encode(acts, sae: SAE, out: str | os.PathLike, step, parents=None, chunk_row
     and keeps the codes in a :class:`~mdlsae.measure.store.CodeStore` (half the memory budget
     in memory, the rest spilled beside ``out``); the second codes them in parallel chunks."""
     acts = as_activations(acts)
-    expect(chunk_rows > 0, f"chunk_rows must be positive, got {chunk_rows}")
+    expect(0 < chunk_rows <= _C.MAX_CHUNK_ROWS, f"chunk_rows must be in [1, {_C.MAX_CHUNK_ROWS:,}], got {chunk_rows}")
     st = steps_tensor(step, sae.d_sae)
     half = budget_bytes() // 2
     spill_dir = os.path.dirname(os.path.abspath(os.fspath(out)))

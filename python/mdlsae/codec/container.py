@@ -14,6 +14,7 @@ place, so a failed write leaves nothing behind.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import zlib
@@ -31,6 +32,56 @@ MAGIC = b"\x89MDL\r\n\x1a\n"
 VERSION = 3
 _PREAMBLE = struct.Struct("<8sHHIQ")
 _ENTRY = struct.Struct("<QIII")
+
+
+_MAX_D = 1 << 30  # d_in and d_sae: beyond any dictionary, far below what overflows a count
+_HEX = set("0123456789abcdef")
+
+
+def _int(lo: int, hi: int):
+    return lambda v: type(v) is int and lo <= v <= hi, f"an integer in [{lo}, {hi}]"
+
+
+def _positive_float(v) -> bool:
+    return type(v) in (int, float) and math.isfinite(v) and v > 0
+
+
+# The header fields a reader relies on: each a test of a JSON value and what it expects.
+_FIELDS = {
+    "format": (lambda v: v == "mdlsae", '"mdlsae"'),
+    "writer": (lambda v: isinstance(v, str), "a string"),
+    "created": (lambda v: isinstance(v, str), "a string"),
+    "architecture": (lambda v: isinstance(v, str), "a string"),
+    "sae_sha256": (lambda v: isinstance(v, str) and len(v) == 64 and set(v) <= _HEX, "64 hex digits"),
+    "d_in": _int(1, _MAX_D),
+    "d_sae": _int(1, _MAX_D),
+    "k": (lambda v: v is None or (type(v) is int and v >= 1), "null or a positive integer"),
+    "n_rows": _int(0, 1 << 62),
+    "chunk_rows": _int(1, _C.MAX_CHUNK_ROWS),
+    "features_per_stream": _int(0, _MAX_D),
+    "model_bytes": _int(0, 1 << 62),
+    "has_parents": (lambda v: type(v) is bool, "true or false"),
+    "per_feature_steps": (lambda v: type(v) is bool, "true or false"),
+    "step": (lambda v: v is None or _positive_float(v), "null or a positive finite number"),
+}
+
+
+def check_meta(meta, damaged) -> dict:
+    """``meta`` checked field by field (presence, type, range); ``damaged(what)`` makes the error.
+    Fields a reader does not use are kept but not checked."""
+    if not isinstance(meta, dict):
+        raise damaged(f"header metadata is a JSON {type(meta).__name__}, not an object")
+    for name, (ok, expected) in _FIELDS.items():
+        if name not in meta:
+            raise damaged(f"header field {name!r} is missing")
+        if not ok(meta[name]):
+            raise damaged(f"header field {name!r} is {meta[name]!r}, expected {expected}")
+    if meta["per_feature_steps"] == (meta["step"] is not None):
+        raise damaged("header fields 'step' and 'per_feature_steps' disagree: exactly one of a global step "
+                      "and per-feature steps must be given")
+    if meta["step"] is not None:
+        meta["step"] = float(meta["step"])
+    return meta
 
 
 @dataclass
@@ -124,26 +175,38 @@ class MdlFile:
         if zlib.crc32(header) != header_crc:
             raise self._damaged("header checksum mismatch")
         self.header_bytes = _PREAMBLE.size + header_len
+        if header_len < 4:
+            raise self._damaged("header is shorter than its length field")
         (js_len,) = struct.unpack_from("<I", header)
+        if 4 + js_len > header_len:
+            raise self._damaged(f"header metadata of {js_len} bytes overruns the header ({header_len} bytes)")
         try:
             meta = json.loads(header[4:4 + js_len])
-            d_sae, n_rows = int(meta["d_sae"]), int(meta["n_rows"])
-            chunk_rows, model_len = int(meta["chunk_rows"]), int(meta["model_bytes"])
-            per_feature = bool(meta["per_feature_steps"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise self._damaged(f"header metadata unreadable ({e})") from None
-        self.meta = meta
-        blob_end = 4 + js_len + model_len
-        steps_len = 4 * d_sae if per_feature else 0
-        if blob_end + steps_len != len(header) or d_sae <= 0 or n_rows < 0 or chunk_rows <= 0:
+        except ValueError as e:
+            raise self._damaged(f"header metadata is not JSON ({e})") from None
+        self.meta = meta = check_meta(meta, self._damaged)
+        d_sae, n_rows, chunk_rows = meta["d_sae"], meta["n_rows"], meta["chunk_rows"]
+        # Sizes that set allocations are bounded by the bytes that would have to back them.
+        if d_sae > meta["model_bytes"] // _C.MIN_FEATURE_BYTES:
+            raise self._damaged(f"d_sae={d_sae} needs more than the {meta['model_bytes']} bytes of model tables")
+        blob_end = 4 + js_len + meta["model_bytes"]
+        steps_len = 4 * d_sae if meta["per_feature_steps"] else 0
+        if blob_end + steps_len != len(header):
             raise self._damaged("header sections do not add up")
+        n_chunks = -(-n_rows // chunk_rows)
+        if index_size(n_chunks) > self.file_bytes - self.header_bytes:
+            raise self._damaged(f"n_rows={n_rows} in chunks of {chunk_rows} needs an index of {n_chunks:,} chunks, "
+                                f"more than the file holds")
         try:
-            self.model = _C.Model.unpack(header[4 + js_len:blob_end], d_sae, n_rows, bool(meta["has_parents"]))
+            self.model = _C.Model.unpack(header[4 + js_len:blob_end], d_sae, n_rows, meta["has_parents"])
         except (RuntimeError, ValueError) as e:
             raise self._damaged(f"model tables: {e}") from None
-        self.step = (np.frombuffer(header[blob_end:], dtype="<f4").astype(np.float32) if per_feature
-                     else float(meta["step"]))
-        n_chunks = -(-n_rows // chunk_rows)
+        if meta["per_feature_steps"]:
+            self.step = np.frombuffer(header[blob_end:], dtype="<f4").astype(np.float32)
+            if not (np.isfinite(self.step).all() and (self.step > 0).all()):
+                raise self._damaged("per-feature steps are not all positive and finite")
+        else:
+            self.step = meta["step"]
         idx = self._read_exact(self.header_bytes, index_size(n_chunks), "chunk index")
         (stored_n,) = struct.unpack_from("<Q", idx)
         body, (crc,) = idx[:-4], struct.unpack_from("<I", idx, len(idx) - 4)

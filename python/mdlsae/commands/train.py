@@ -104,6 +104,7 @@ def run(args) -> int:
                       groups=args.groups, branching=args.branching)
     ckpt = Path(str(Path(args.out)) + ".ckpt")
     expect(not args.resume or ckpt.is_file(), f"--resume: no checkpoint {str(ckpt)!r} to resume from")
+    args.checkpoint_path = ckpt  # named by the CLI's message when the run is interrupted
     res = train(open_acts(args), cfg, progress=args.progress and sys.stderr.isatty(), init=init, checkpoint=ckpt,
                 resume=args.resume, checkpoint_every_s=60 * args.checkpoint_minutes)
     res.sae.cfg.extra["mdlsae_training"] = {"acts": str(args.acts), "arch": args.arch, "seed": args.seed,

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets of csrc/fuzz/ (clang, -fsanitize=fuzzer,address,undefined; not part
+# of the package build), seeds them from real .mdl files (tools/fuzz_seeds.py) and runs each for
+# RUNS executions per job (default 10 million) in JOBS parallel jobs (default 1), recording the counts under bench/results/fuzz.json.
+# Needs: Debian's clang (apt-get install clang), and mdlsae importable (PYTHONPATH=python).
+#   tools/fuzz.sh [RUNS] [JOBS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-10000000}
+jobs=${2:-1}
+work=$(realpath -m "${FUZZ_WORK:-build/fuzz}")
+mkdir -p "$work"
+common=(csrc/codec/tables.cpp csrc/codec/chunk_codec.cpp csrc/cpu/parallel.cpp)
+flags=(-std=c++17 -O1 -g -Icsrc -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+       -ffp-contract=off -pthread)
+for t in model chunks; do
+  clang++ "${flags[@]}" "csrc/fuzz/fuzz_$t.cpp" "${common[@]}" -o "$work/fuzz_$t"
+done
+PYTHONPATH=${PYTHONPATH:-python} python3 tools/fuzz_seeds.py "$work/seeds"
+results=()
+for t in model chunks; do
+  mkdir -p "$work/corpus_$t" "$work/crashes_$t"
+  log="$work/fuzz_$t.log"
+  rm -f "$work"/fuzz-*.log
+  start=$(date +%s)
+  # run inside $work: with -jobs > 1 libFuzzer writes each job's log (fuzz-N.log) to the current directory
+  (cd "$work" && "./fuzz_$t" -runs="$runs" -jobs="$jobs" -workers="$jobs" -print_final_stats=1 \
+    -artifact_prefix="crashes_$t/" -timeout=10 -rss_limit_mb=2048 "corpus_$t" "seeds/$t") > "$log" 2>&1 || true
+  secs=$(( $(date +%s) - start ))
+  execs=$(cat "$work"/fuzz-*.log | awk '/stat::number_of_executed_units/ {s += $2} END {print s + 0}')
+  found=$(ls "$work/crashes_$t" | wc -l)
+  results+=("{\"target\": \"fuzz_$t\", \"executions\": $execs, \"seconds\": $secs, \"findings\": $found}")
+  echo "fuzz_$t: $execs executions in ${secs}s, $found findings"
+done
+printf '{"date": "%s", "machine": "%s", "clang": "%s", "targets": [%s]}\n' "$(date -u +%F)" "$(uname -nm)" \
+  "$(clang++ --version | head -1)" "$(IFS=,; echo "${results[*]}")" > bench/results/fuzz.json
+cat bench/results/fuzz.json
