@@ -15,6 +15,7 @@ from mdlsae.codec import reference as codec_reference
 from mdlsae._native import _C
 from mdlsae.cli import main
 from mdlsae.codec import build_model, decode, encode, inspect
+from mdlsae.codec.container import MdlFile
 from mdlsae.measure.codes import SparseCodes
 from mdlsae.measure.entropy import FeatureStats, parent_cooccurrence
 from mdlsae.measure.kernels import Histogram, select_quantize
@@ -270,3 +271,23 @@ def test_inspect_cli_json(tmp_path, capsys):
     for key in ("n_rows", "d_in", "d_sae", "estimate_bits", "payload_bits", "model_bits", "file_bytes"):
         assert key in info
     assert info["file_bytes"] * 8 == info["payload_bits"] + info["model_bits"]
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_gemm_codes(tmp_path, dtype):
+    sae = make_sae("topk")
+    x = torch.from_numpy(make_toy(n_rows=500, d=16, n_features=48, mean_active=3, seed=2).x)
+    exact = select_quantize(sae.pre_acts(x).detach(), k=sae.cfg.k, step=0.1)
+    half = sae.set_compute_dtype(dtype)
+    assert half.compute_dtype == getattr(torch, dtype) and half.row_bytes() == 2 * 48 + 8 * 16
+    info = encode(x, half, tmp_path / "h.mdl", step=0.1)
+    codes = decode(tmp_path / "h.mdl").codes
+    # the reference: the GEMM in half precision, the bias added in float32
+    dt = getattr(torch, dtype)
+    pre = (x.to(dt) @ sae.W_enc.detach().to(dt)).float() + (sae.b_enc - sae.b_dec @ sae.W_enc).detach()
+    assert codes == select_quantize(pre, k=sae.cfg.k, step=0.1)
+    assert codes != exact and abs(info.l0 - exact.nnz / 500) < 0.05  # a few codes move, not many
+    with MdlFile(tmp_path / "h.mdl") as f:
+        assert f.meta["compute_dtype"] == dtype
+    with pytest.raises(MdlsaeError, match="compute dtype must be one of"):
+        sae.set_compute_dtype("int8")

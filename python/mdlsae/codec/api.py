@@ -152,6 +152,7 @@ def encode(acts, sae: SAE, out: str | os.PathLike, step, parents=None, chunk_row
         meta = {"format": "mdlsae", "writer": f"mdlsae {__version__}", "d_in": sae.d_in, "d_sae": sae.d_sae,
                 "n_rows": acts.n_rows, "chunk_rows": chunk_rows, "features_per_stream": int(features_per_stream),
                 "architecture": sae.cfg.architecture, "k": sae.cfg.k, "sae_sha256": sae.content_hash(),
+                "compute_dtype": str(sae.compute_dtype).removeprefix("torch."),
                 "per_feature_steps": per_feature, "step": None if per_feature else float(st),
                 "has_parents": stats.parents is not None, "model_bytes": 0,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

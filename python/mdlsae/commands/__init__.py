@@ -75,3 +75,20 @@ def open_acts(args: argparse.Namespace):
     from ..data.acts import Activations
 
     return Activations(args.acts, key=args.key)
+
+
+def add_dtype_flag(p: argparse.ArgumentParser) -> None:
+    """``--dtype``: the encoder GEMM's precision (mdlsae.models.sae.SAE.set_compute_dtype)."""
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+                   help="precision of the encoder GEMM (default float32). bfloat16/float16 halve the "
+                        "pre-activations' memory and speed up GPUs (on CPUs without half-precision units "
+                        "they are much slower), but a latent whose pre-activation "
+                        "rounds across a TopK, threshold or quantization boundary gets another code "
+                        "(bench/README.md: how often); an encoded file records the dtype")
+
+
+def load_sae(args: argparse.Namespace):
+    """The SAE named by ``--sae``, in the ``--dtype`` of ``add_dtype_flag``."""
+    from ..models.sae import SAE
+
+    return SAE.load(args.sae).set_compute_dtype(getattr(args, "dtype", "float32"))

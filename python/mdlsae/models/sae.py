@@ -112,6 +112,25 @@ class SAE(torch.nn.Module):
         if cfg.architecture != "jumprelu":
             self.register_parameter("threshold", None)
         self._tree: TreeRule | None = None  # built on first use, on the latents' device
+        self._gemm_w: torch.Tensor | None = None  # W_enc in the encoder GEMM's dtype, if not float32
+
+    COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+    def set_compute_dtype(self, name: str) -> "SAE":
+        """Run the encoder GEMM in ``name`` (float32, bfloat16 or float16): activations and W_enc
+        cast to it, the pre-activations produced in it (half the bytes per latent), the bias
+        still added in float32. The codes can then differ from float32's where a latent's
+        pre-activation rounds across a selection or quantization boundary (bench/dtype_codes.py
+        measures how often); the decoder, the content hash and the file format do not change."""
+        expect(name in self.COMPUTE_DTYPES, f"compute dtype must be one of {', '.join(self.COMPUTE_DTYPES)}, "
+                                            f"got {name!r}")
+        dt = self.COMPUTE_DTYPES[name]
+        self._gemm_w = None if dt == torch.float32 else self.W_enc.detach().to(dt)
+        return self
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return torch.float32 if self._gemm_w is None else self._gemm_w.dtype
 
     @staticmethod
     def shapes(cfg: SAEConfig) -> dict[str, tuple[int, ...]]:
@@ -226,7 +245,9 @@ class SAE(torch.nn.Module):
         the GEMM in page faults."""
         x = self.normalize(x)
         bias = self.b_enc - self.b_dec @ self.W_enc if self.cfg.apply_b_dec_to_input else self.b_enc
-        return (x @ self.W_enc if out is None else torch.matmul(x, self.W_enc, out=out)), bias
+        w = self.W_enc if self._gemm_w is None else self._gemm_w
+        x = x.to(w.dtype)
+        return (x @ w if out is None else torch.matmul(x, w, out=out)), bias
 
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         """The pre-activations, the same float32 values the fused kernels see (the bias added
@@ -235,9 +256,9 @@ class SAE(torch.nn.Module):
         return gemm.add_(bias)
 
     def row_bytes(self) -> int:
-        """Bytes per row of a batch's dense intermediates when encoding: the float32
-        pre-activations and the activation row (with its normalised copy)."""
-        return 4 * (self.cfg.d_sae + 2 * self.cfg.d_in)
+        """Bytes per row of a batch's dense intermediates when encoding: the pre-activations
+        (in the compute dtype) and the activation row (with its normalised copy)."""
+        return self.compute_dtype.itemsize * self.cfg.d_sae + 4 * 2 * self.cfg.d_in
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         """Dense latents from pre-activations (the plain torch reference of the selection)."""
