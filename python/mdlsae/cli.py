@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
+from . import distributed
 from .errors import MdlsaeError
 
 COMMANDS = ["dl", "encode", "decode", "inspect", "select", "sweep", "parents", "train", "toy", "extract", "import_",
@@ -29,20 +31,29 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    where = ""  # "rank N: " under torch.distributed
     try:
         if getattr(args, "memory", None) is not None:
             from .budget import set_budget
 
             set_budget(args.memory)
+        if hasattr(args, "distributed") and distributed.init(args.distributed):
+            where = f"rank {distributed.rank()}: "
+            if not distributed.is_main():  # rank 0 prints the results
+                sys.stdout = open(os.devnull, "w")
         return int(args.run(args) or 0)
+    except distributed.PeerFailed as e:  # the failing rank has said why
+        if distributed.is_main():
+            print(f"mdlsae: error: {where}{e}", file=sys.stderr)
+        return 1
     except MdlsaeError as e:
-        print(f"mdlsae: error: {e}", file=sys.stderr)
+        print(f"mdlsae: error: {where}{e}", file=sys.stderr)
         return 1
     except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        print(f"mdlsae: error: {e.strerror or e}: {e.filename}", file=sys.stderr)
+        print(f"mdlsae: error: {where}{e.strerror or e}: {e.filename}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("mdlsae: interrupted", file=sys.stderr)
+        print(f"mdlsae: {where}interrupted", file=sys.stderr)
         return 130
 
 

@@ -23,17 +23,23 @@ from __future__ import annotations
 
 import datetime
 import os
+import shutil
+import tempfile
+import zlib
+from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .. import distributed
 from .._version import __version__
 from .._native import _C
 from ..data.acts import as_activations
 from ..measure.codes import SparseCodes, steps_tensor
-from .container import MdlFile, MdlWriter, pack_header
+from .container import MdlFile, MdlWriter, head_of, pack_header
 from ..measure.entropy import FeatureStats, naive_bits_per_row
 from ..budget import budget_bytes, rows_for
 from ..errors import MdlsaeError, expect
@@ -138,7 +144,13 @@ def encode(acts, sae: SAE, out: str | os.PathLike, step, parents=None, chunk_row
 
     The SAE runs once per row: the first pass counts (the entropy model goes in the header)
     and keeps the codes in a :class:`~mdlsae.measure.store.CodeStore` (half the memory budget
-    in memory, the rest spilled beside ``out``); the second codes them in parallel chunks."""
+    in memory, the rest spilled beside ``out``); the second codes them in parallel chunks.
+
+    Under torch.distributed each rank measures and codes the chunks of its share of the rows
+    and writes them at their offsets in rank 0's temporary file (``out``'s folder must be one
+    filesystem that every rank sees), renamed into place once every rank has succeeded: the
+    file is byte for byte the one a single process writes. The header's creation time is
+    ``SOURCE_DATE_EPOCH`` when set (reproducible files), else now."""
     acts = as_activations(acts)
     expect(chunk_rows > 0, f"chunk_rows must be positive, got {chunk_rows}")
     st = steps_tensor(step, sae.d_sae)
@@ -146,34 +158,86 @@ def encode(acts, sae: SAE, out: str | os.PathLike, step, parents=None, chunk_row
     spill_dir = os.path.dirname(os.path.abspath(os.fspath(out)))
     with CodeStore(sae.d_sae, half, spill_dir) as store:
         stats, _ = scan(acts, sae, step, parents, batch_rows=rows_for(sae.row_bytes(), half), progress=progress,
-                        on_codes=store.append)
+                        on_codes=store.append, align=chunk_rows)
         model = build_model(stats)
         per_feature = st.dim() == 1
         meta = {"format": "mdlsae", "writer": f"mdlsae {__version__}", "d_in": sae.d_in, "d_sae": sae.d_sae,
                 "n_rows": acts.n_rows, "chunk_rows": chunk_rows, "features_per_stream": int(features_per_stream),
                 "architecture": sae.cfg.architecture, "k": sae.cfg.k, "sae_sha256": sae.content_hash(),
                 "per_feature_steps": per_feature, "step": None if per_feature else float(st),
-                "has_parents": stats.parents is not None, "model_bytes": 0,
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+                "has_parents": stats.parents is not None, "model_bytes": 0, "created": _created()}
         blob = model.pack()
         meta["model_bytes"] = len(blob)
         header = pack_header(meta, blob, st.numpy() if per_feature else None)
-        n_chunks = -(-acts.n_rows // chunk_rows)
-        group = chunk_rows * max(1, _C.num_threads())  # chunks coded in parallel per call
-        bar = tqdm(total=acts.n_rows, unit="row", unit_scale=True, disable=not progress, desc="code")
-        with atomic_file(out) as f:
-            w = MdlWriter(f, header, n_chunks)
-            for start in range(0, acts.n_rows, group):
-                stop = min(start + group, acts.n_rows)
-                codes = store.rows(start, stop)
-                payloads = _C.encode_chunks(model, codes.row_ptr, codes.index, codes.q, chunk_rows,
-                                            int(features_per_stream))
-                for i, p in enumerate(payloads):
-                    w.add_chunk(p, min(chunk_rows, stop - start - i * chunk_rows))
-                bar.update(stop - start)
-            w.finish()
-        bar.close()
+        chunks = _coded_chunks(model, store, chunk_rows, int(features_per_stream), progress)
+        if distributed.active():
+            _write_from_ranks(out, header, chunks, spill_dir)
+        else:
+            with atomic_file(out) as f:
+                w = MdlWriter(f, header, -(-acts.n_rows // chunk_rows))
+                for payload, rows in chunks:
+                    w.add_chunk(payload, rows)
+                w.finish()
     return inspect(out)
+
+
+def _created() -> str:
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    try:
+        when = datetime.datetime.now(datetime.timezone.utc) if not epoch else \
+            datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc)
+    except (ValueError, OverflowError):
+        raise MdlsaeError(f"SOURCE_DATE_EPOCH must be seconds since 1970 (an integer), got {epoch!r}") from None
+    return when.isoformat(timespec="seconds")
+
+
+def _coded_chunks(model: "_C.Model", store: CodeStore, chunk_rows: int, features_per_stream: int,
+                  progress: bool) -> Iterator[tuple[bytes, int]]:
+    """(payload, rows) of every chunk of the stored codes, in order; chunks are coded in
+    parallel groups of one per thread."""
+    group = chunk_rows * max(1, _C.num_threads())
+    bar = tqdm(total=store.n_rows, unit="row", unit_scale=True, disable=not (progress and distributed.is_main()),
+               desc="code" if distributed.world() == 1 else f"code (rank 0 of {distributed.world()})")
+    for start in range(0, store.n_rows, group):
+        stop = min(start + group, store.n_rows)
+        codes = store.rows(start, stop)
+        payloads = _C.encode_chunks(model, codes.row_ptr, codes.index, codes.q, chunk_rows, features_per_stream)
+        for i, p in enumerate(payloads):
+            yield p, min(chunk_rows, stop - start - i * chunk_rows)
+        bar.update(stop - start)
+    bar.close()
+
+
+def _write_from_ranks(out, header: bytes, chunks: Iterator[tuple[bytes, int]], spill_dir: str) -> None:
+    """Every rank codes its chunks into a private temporary file; rank 0 writes the header and
+    index (sizes gathered from all ranks) to the output's temporary file, every rank copies its
+    chunks to their offsets there, and rank 0 renames it into place only when all succeeded."""
+    with tempfile.TemporaryFile(dir=spill_dir, prefix=".mdlsae-chunks-") as mine, ExitStack() as final:
+        nbytes, rows, crcs = [], [], []
+        with distributed.agreed("coding"):
+            for payload, r in chunks:
+                mine.write(payload)
+                nbytes.append(len(payload)), rows.append(r), crcs.append(zlib.crc32(payload))
+        every = distributed.gather((nbytes, rows, crcs))
+        head = head_of(header, *([x for part in every for x in part[c]] for c in range(3)))
+        offset = len(head) + sum(sum(part[0]) for part in every[:distributed.rank()])
+        f = None
+        with distributed.agreed("creating the output"):
+            if distributed.is_main():
+                f = final.enter_context(atomic_file(out))
+                f.write(head)
+                f.truncate(len(head) + sum(sum(part[0]) for part in every))
+                f.flush()
+        tmp = distributed.broadcast(f.name if f is not None else None)
+        with distributed.agreed("writing the chunks"):
+            with open(tmp, "r+b") as g:
+                g.seek(offset)
+                mine.seek(0)
+                shutil.copyfileobj(mine, g)
+                g.flush()
+                os.fsync(g.fileno())
+        with distributed.agreed("renaming the output"):
+            final.close()  # rank 0: fsync and rename
 
 
 @dataclass

@@ -57,6 +57,19 @@ def index_size(n_chunks: int) -> int:
     return 8 + n_chunks * _ENTRY.size + 4
 
 
+def preamble(header: bytes) -> bytes:
+    return _PREAMBLE.pack(MAGIC, VERSION, 0, zlib.crc32(header), len(header))
+
+
+def head_of(header: bytes, nbytes: list[int], rows: list[int], crcs: list[int]) -> bytes:
+    """Preamble, header and index of a file whose chunks' sizes are known in advance (chunks
+    written elsewhere, e.g. by other ranks, after these bytes in order)."""
+    offset = _PREAMBLE.size + len(header) + index_size(len(nbytes))
+    offsets = np.concatenate([[0], np.cumsum(nbytes, dtype=np.int64)])[:-1] + offset
+    entries = [ChunkEntry(int(o), int(n), int(r), int(c)) for o, n, r, c in zip(offsets, nbytes, rows, crcs)]
+    return preamble(header) + header + index_bytes(entries)
+
+
 class MdlWriter:
     """Streams a .mdl file: header and a placeholder index first, chunks as they come, then the
     real index. Use inside :func:`mdlsae.fileio.atomic_file`."""
@@ -64,7 +77,7 @@ class MdlWriter:
     def __init__(self, f, header: bytes, n_chunks: int):
         self.f = f
         self.n_chunks = n_chunks
-        f.write(_PREAMBLE.pack(MAGIC, VERSION, 0, zlib.crc32(header), len(header)))
+        f.write(preamble(header))
         f.write(header)
         self.index_at = f.tell()
         f.write(b"\0" * index_size(n_chunks))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import add_memory_flag, add_progress_flag
+from . import add_memory_flag, add_progress_flag, show_progress
 from ..codec.api import check_sae, decode_file
 from ..codec.container import MdlFile
 from ..budget import rows_for
@@ -35,7 +34,7 @@ def run(args) -> int:
         step = rows_for(4 * d + 16 * max(1, f.model.counts()["active"].sum() // max(n, 1)))
         step = step // f.chunk_rows * f.chunk_rows or step
         bar = tqdm(total=n, unit="row", unit_scale=True, desc="decode",
-                   disable=not (args.progress and sys.stderr.isatty()))
+                   disable=not (show_progress(args)))
         with atomic_file(args.output) as out, torch.no_grad():
             np.lib.format.write_array_header_1_0(out, {"descr": "<f4", "fortran_order": False, "shape": (n, d)})
             for start in range(0, n, step):

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import sys
 
-from . import add_acts_argument, add_memory_flag, add_progress_flag, open_acts, positive_int
+from . import add_acts_argument, add_distributed_flag, add_memory_flag, add_progress_flag, show_progress, open_acts, positive_int
 from ..codec.api import DEFAULT_CHUNK_ROWS, encode
 from ..models.sae import SAE
 from .dl import add_parents_argument, add_step_arguments, resolve_parents, step_from
@@ -27,6 +26,7 @@ def add_parser(sub) -> None:
                    help=f"rows per independently decodable chunk (default {DEFAULT_CHUNK_ROWS})")
     p.add_argument("--json", action="store_true", help="print the file summary as JSON")
     add_memory_flag(p)
+    add_distributed_flag(p)
     add_progress_flag(p)
     p.set_defaults(run=run)
 
@@ -34,7 +34,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     sae = SAE.load(args.sae)
     step = step_from(args, sae)
-    acts, progress = open_acts(args), args.progress and sys.stderr.isatty()
+    acts, progress = open_acts(args), show_progress(args)
     parents, _ = resolve_parents(args.parents, acts, sae, step, progress)
     info = encode(acts, sae, args.output, step, parents=parents, chunk_rows=args.chunk_rows, progress=progress)
     print(json.dumps(info.to_dict()) if args.json else info.table())
