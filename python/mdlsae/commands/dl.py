@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 
-from . import add_acts_argument, add_distributed_flag, add_memory_flag, add_progress_flag, show_progress, open_acts, positive_float
+from . import (add_acts_argument, add_distributed_flag, add_memory_flag, add_progress_flag, open_acts,
+               positive_float, show_progress)
 from ..errors import MdlsaeError
 from ..measure.dl import measure_dl
 from ..models.sae import SAE

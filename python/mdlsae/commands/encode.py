@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from . import add_acts_argument, add_distributed_flag, add_memory_flag, add_progress_flag, show_progress, open_acts, positive_int
+from . import (add_acts_argument, add_distributed_flag, add_memory_flag, add_progress_flag, open_acts,
+               positive_int, show_progress)
 from ..codec.api import DEFAULT_CHUNK_ROWS, encode
 from ..models.sae import SAE
 from .dl import add_parents_argument, add_step_arguments, resolve_parents, step_from
