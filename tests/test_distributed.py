@@ -1,7 +1,8 @@
 """torch.distributed (gloo on CPU), for real: ``torchrun`` starts 1, 2 and 3 processes that run
-encode, dl, parents and select, and every result must equal one plain process's — the .mdl files
-byte for byte, the DL bit for bit. A rank killed mid-run leaves no file behind, and an error on
-one rank is reported with its rank."""
+encode (of a .npy, and of SAELens's datasets cache, 2 chunks for 3 ranks: one rank has no rows),
+dl, parents and select, and every result must equal one plain process's — the .mdl files byte
+for byte, the DL bit for bit. A rank killed mid-run leaves no file behind, and an error on one
+rank is reported with its rank."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def commands(d: Path, out: Path, cache: str | Path = SAELENS_CACHE / "cached_act
     """The commands compared; ``cache`` is SAELens's datasets cache (under torchrun) or a .npy
     of the same rows (the one-process reference)."""
     acts, sae = str(d / "acts.npy"), ["--sae", str(d / "sae")]
-    return [["encode", str(cache), *sae, "--step", "0.1", "--chunk-rows", "16", "-o", str(out / "c.mdl"), "--json"],
+    return [["encode", str(cache), *sae, "--step", "0.1", "--chunk-rows", "32", "-o", str(out / "c.mdl"), "--json"],
             ["encode", acts, *sae, "--step", "0.1", "--chunk-rows", "512", "-o", str(out / "a.mdl"), "--json"],
             ["encode", acts, *sae, "--step", "0.1", "--chunk-rows", "700", "--parents", "auto",
              "-o", str(out / "p.mdl"), "--json"],

@@ -20,6 +20,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ._native import _C
 from .errors import MdlsaeError
 
 _TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -50,11 +51,17 @@ def init(required: bool = False) -> bool:
         raise MdlsaeError("this torch was built without torch.distributed")
     if int(os.environ["WORLD_SIZE"]) == 1 and not required:
         return False
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    # NCCL needs a GPU of its own per rank on the node; the summed counts are small host arrays,
+    # so gloo serves everywhere else
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+    backend = "nccl" if torch.cuda.is_available() and torch.cuda.device_count() >= per_node else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     d.init_process_group(backend)
     atexit.register(_close)
+    # the native kernels take torch's thread count (torchrun sets OMP_NUM_THREADS, 1 by default)
+    # rather than every core, which the ranks share
+    _C.set_num_threads(torch.get_num_threads())
     # torchrun stops the other ranks with SIGTERM when one dies: unwind (temporary files are
     # removed on the way out) instead of vanishing
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
