@@ -1,8 +1,8 @@
 """torch.distributed (gloo on CPU), for real: ``torchrun`` starts 1, 2 and 3 processes that run
-encode (of a .npy, and of SAELens's datasets cache, 2 chunks for 3 ranks: one rank has no rows),
-dl, parents and select, and every result must equal one plain process's — the .mdl files byte
-for byte, the DL bit for bit. A rank killed mid-run leaves no file behind, and an error on one
-rank is reported with its rank."""
+encode (of a .npy; of SAELens's datasets cache, 2 chunks for 3 ranks, so one rank has no rows; of
+a shard folder to a sharded output), dl, parents and select, and every result must equal one
+plain process's: the .mdl files byte for byte, the DL bit for bit. A rank killed mid-run leaves
+no file behind, and an error on one rank is reported with its rank."""
 
 from __future__ import annotations
 
@@ -30,14 +30,20 @@ ENV = {"SOURCE_DATE_EPOCH": "1700000000", "OMP_NUM_THREADS": "1"}
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     d = tmp_path_factory.mktemp("dist")
-    np.save(d / "acts.npy", make_toy(n_rows=5000, d=16, n_features=48, mean_active=3, seed=3).x)
+    x = make_toy(n_rows=5000, d=16, n_features=48, mean_active=3, seed=3).x
+    np.save(d / "acts.npy", x)
+    (d / "shards").mkdir()
+    for i, (a, b) in enumerate(zip(SHARD_CUTS, SHARD_CUTS[1:])):
+        np.save(d / "shards" / f"part_{i}.npy", x[a:b])
     make_sae("topk").save(d / "sae")
     from safetensors.torch import load_file
 
-    np.save(d / "cache_rows.npy", load_file(str(SAELENS_CACHE / "expected.safetensors"))["acts"].reshape(-1, 16).numpy())
+    rows = load_file(str(SAELENS_CACHE / "expected.safetensors"))["acts"]
+    np.save(d / "cache_rows.npy", rows.reshape(-1, 16).numpy())
     return d
 
 
+SHARD_CUTS = [0, 1200, 1200, 2600, 4100, 5000]  # 5 shard files (one empty) for --sharded
 SAELENS_CACHE = ROOT / "tests" / "fixtures" / "acts_formats" / "acts_saelens6_cached"
 
 
@@ -51,7 +57,9 @@ def commands(d: Path, out: Path, cache: str | Path = SAELENS_CACHE / "cached_act
              "-o", str(out / "p.mdl"), "--json"],
             ["dl", acts, *sae, "--step", "0.1", "--json"],
             ["parents", acts, *sae, "--step", "0.1", "--fit", "0.6", "-o", str(out / "parents.npy"), "--json"],
-            ["select", acts, "--sae", str(d / "sae"), "--tolerance", "0.2", "--per-feature", "--json"]]
+            ["select", acts, "--sae", str(d / "sae"), "--tolerance", "0.2", "--per-feature", "--json"],
+            ["encode", str(d / "shards"), *sae, "--step", "0.1", "--chunk-rows", "512", "--sharded",
+             "-o", str(out / "s.mdl"), "--json"]]
 
 
 def torchrun(n: int, plan: dict, tmp: Path, script: str = "tests/dist_worker.py") -> subprocess.CompletedProcess:
@@ -112,15 +120,18 @@ def test_same_bytes_and_dl_on_any_number_of_ranks(data, single, tmp_path, ranks)
     r = torchrun(ranks, {"commands": commands(data, out), "out": str(out)}, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     got = [json.loads((out / f"{i}.out").read_text()) for i in range(len(ref))]
-    for name in ("c.mdl", "a.mdl", "p.mdl", "parents.npy"):
+    for name in ("c.mdl", "a.mdl", "p.mdl", "parents.npy", *(f"s.mdl/shard_{i:05d}.mdl" for i in range(5)),
+                 "s.mdl/manifest.json"):
         assert (out / name).read_bytes() == (one / name).read_bytes(), name
+    assert got[6] == ref[6] and got[6]["shards"] == 5
     assert got[:3] == ref[:3]  # inspect of byte-identical files
     assert got[0]["n_rows"] == 64 and got[2]["forest"]["edges"] > 0  # pair counts summed, not one rank's
     assert got[3]["dl_bits"] == ref[3]["dl_bits"]
     assert_same(got[3], ref[3])
     assert_same({**got[4], "output": None}, {**ref[4], "output": None})
     assert_same(got[5], ref[5])
-    assert sorted(p.name for p in out.iterdir() if p.suffix != ".out") == ["a.mdl", "c.mdl", "p.mdl", "parents.npy"]
+    assert sorted(p.name for p in out.iterdir() if p.suffix != ".out") == ["a.mdl", "c.mdl", "p.mdl", "parents.npy",
+                                                                            "s.mdl"]
 
 
 @pytest.mark.parametrize("at", ["scan", "write"])

@@ -100,11 +100,25 @@ def share(n_rows: int, align: int = 1, r: int | None = None, w: int | None = Non
     >>> [share(10, 4, r, 2) for r in range(2)], share(10, 4)
     ([(0, 4), (4, 10)], (0, 10))
     """
-    units = -(-n_rows // max(1, align))
+    return share_at(list(range(0, n_rows, max(1, align))) + [n_rows], r, w)
+
+
+def share_at(bounds, r: int | None = None, w: int | None = None) -> tuple[int, int]:
+    """Like :func:`share`, split only at ``bounds`` (increasing row numbers from 0 to the end,
+    e.g. the first rows of a dataset's shard files): an equal number of pieces per rank.
+
+    >>> [share_at([0, 5, 7, 20], r, 2) for r in range(2)]
+    [(0, 5), (5, 20)]
+    """
+    i, j = pieces(len(bounds) - 1, r, w)
+    return int(bounds[i]), int(bounds[j])
+
+
+def pieces(units: int, r: int | None = None, w: int | None = None) -> tuple[int, int]:
+    """Items [i, j) of ``units`` for rank ``r`` of ``w``: contiguous, in rank order, as even as can be."""
     w = world() if w is None else w
     r = rank() if r is None else r
-    lo, hi = r * units // w, (r + 1) * units // w
-    return min(n_rows, lo * align), min(n_rows, hi * align)
+    return r * units // w, (r + 1) * units // w
 
 
 def _device() -> torch.device:

@@ -9,6 +9,11 @@ row chunks. Layout, little-endian::
 The reader checks every length, offset and checksum before using it and turns any damage into
 an :class:`~mdlsae.errors.MdlsaeError`; the writer goes through a temporary file renamed into
 place, so a failed write leaves nothing behind.
+
+A sharded output (:class:`MdlSet`) is a folder of such files, one per input shard, whose headers
+add ``model_rows`` (the rows of the shared entropy model: all the shards'), and a
+``manifest.json``: ``{"format": "mdlsae-shards", "version": 1, "n_rows": N, "files": [{"file":
+"shard_00000.mdl", "rows": n, "source": input shard name}, ...]}`` in row order.
 """
 
 from __future__ import annotations
@@ -150,9 +155,10 @@ class MdlFile:
         steps_len = 4 * d_sae if per_feature else 0
         if blob_end + steps_len != len(header) or d_sae <= 0 or n_rows < 0 or chunk_rows <= 0:
             raise self._damaged("header sections do not add up")
-        try:
-            self.model = _C.Model.unpack(header[4 + js_len:blob_end], d_sae, n_rows, bool(meta["has_parents"]))
-        except (RuntimeError, ValueError) as e:
+        try:  # a shard of a sharded output codes with the model of all its shards' rows
+            model_rows = int(meta.get("model_rows", n_rows))
+            self.model = _C.Model.unpack(header[4 + js_len:blob_end], d_sae, model_rows, bool(meta["has_parents"]))
+        except (RuntimeError, ValueError, TypeError) as e:
             raise self._damaged(f"model tables: {e}") from None
         self.step = (np.frombuffer(header[blob_end:], dtype="<f4").astype(np.float32) if per_feature
                      else float(meta["step"]))
@@ -204,3 +210,65 @@ class MdlFile:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+MANIFEST = "manifest.json"
+
+
+class MdlSet:
+    """A sharded output read as one file: a folder of ``.mdl`` files, one per input shard, that
+    share one entropy model (that of all their rows), and ``manifest.json`` listing them in row
+    order. Offers what :class:`MdlFile` offers to ``decode`` and ``inspect``."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        manifest = self.path / MANIFEST
+        expect(manifest.is_file(), f"{str(self.path)!r} is a folder without {MANIFEST}: not a sharded .mdl output")
+        try:
+            m = json.loads(manifest.read_text())
+            expect(m.get("format") == "mdlsae-shards", f"{manifest}: not an mdlsae manifest")
+            names, rows = [e["file"] for e in m["files"]], [int(e["rows"]) for e in m["files"]]
+            self.n_rows, self.sources = int(m["n_rows"]), [e.get("source") for e in m["files"]]
+        except (ValueError, KeyError, TypeError) as e:
+            raise MdlsaeError(f"{manifest}: unreadable manifest ({e})") from None
+        expect(bool(names) and all(Path(n).name == n for n in names), f"{manifest}: bad file list {names!r}")
+        expect(sum(rows) == self.n_rows, f"{manifest}: shard rows add up to {sum(rows)}, not n_rows={self.n_rows}")
+        self.files: list[MdlFile] = []
+        try:
+            for name, n in zip(names, rows):
+                f = MdlFile(self.path / name)
+                self.files.append(f)
+                expect(f.n_rows == n, f"{f.path}: holds {f.n_rows} rows, the manifest says {n}")
+                expect(int(f.meta.get("model_rows", -1)) == self.n_rows,
+                       f"{f.path}: coded with a model of {f.meta.get('model_rows')} rows, not the set's {self.n_rows}")
+                same = {k: v for k, v in f.meta.items() if k != "n_rows"} == \
+                    {k: v for k, v in self.files[0].meta.items() if k != "n_rows"}
+                expect(same and f.model.pack() == self.files[0].model.pack(),
+                       f"{f.path}: its SAE, steps or entropy model differ from {self.files[0].path.name}'s")
+        except BaseException:
+            self.close()
+            raise
+        self.starts = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
+        first = self.files[0]
+        self.meta = {**first.meta, "n_rows": self.n_rows}
+        self.model, self.step, self.d_sae, self.chunk_rows = first.model, first.step, first.d_sae, first.chunk_rows
+        self.chunks = [c for f in self.files for c in f.chunks]
+        self.payload_bytes = sum(f.payload_bytes for f in self.files)
+        self.header_bytes = sum(f.header_bytes for f in self.files) + manifest.stat().st_size
+        self.index_bytes = sum(f.index_bytes for f in self.files)
+        self.file_bytes = sum(f.file_bytes for f in self.files) + manifest.stat().st_size
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+
+    def __enter__(self) -> "MdlSet":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_mdl(path: str | os.PathLike) -> MdlFile | MdlSet:
+    """A .mdl file, or a folder written by ``encode --sharded`` read as one."""
+    return MdlSet(path) if Path(path).is_dir() else MdlFile(path)

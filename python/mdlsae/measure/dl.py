@@ -133,15 +133,16 @@ class DLReport:
 
 
 def scan(acts, sae: SAE, step, parents=None, batch_rows: int | None = None,
-         progress: bool = False, on_codes=None, align: int = 1) -> tuple[FeatureStats, ErrorStats]:
+         progress: bool = False, on_codes=None, rows: tuple[int, int] | None = None) -> tuple[FeatureStats, ErrorStats]:
     """One pass over ``acts``: per-feature statistics of the quantized codes and the error of
     their reconstruction. ``on_codes(codes)`` sees every batch's codes, in row order. Batches
     hold ``batch_rows`` rows, by default as many as the memory budget allows (mdlsae.budget).
     ``parents`` defaults to the SAE's own forest (a tree SAE's), if it has one.
 
-    Under torch.distributed each rank reads only its share of the rows
-    (:func:`mdlsae.distributed.share`, split on multiples of ``align``) and ``on_codes`` sees
-    that share's codes; the statistics returned are those of all rows, on every rank."""
+    Under torch.distributed each rank reads only its share of the rows, ``rows`` (by default
+    :func:`mdlsae.distributed.share`'s; the ranks' ``rows`` must tile the dataset in rank
+    order) and ``on_codes`` sees that share's codes; the statistics returned are those of all
+    rows, on every rank."""
     acts = as_activations(acts)
     expect(acts.d == sae.d_in, f"{acts.name}: activations have d_in={acts.d} but the SAE expects d_in={sae.d_in}")
     batch_rows = rows_for(sae.row_bytes()) if batch_rows is None else batch_rows
@@ -152,7 +153,7 @@ def scan(acts, sae: SAE, step, parents=None, batch_rows: int | None = None,
     hist = Histogram(sae.d_sae)
     err = ErrorStats(sae.d_in)
     with_parent = np.zeros(sae.d_sae, dtype=np.int64)
-    start, stop = distributed.share(acts.n_rows, align)
+    start, stop = distributed.share(acts.n_rows) if rows is None else rows
     bar = tqdm(total=stop - start, unit="row", unit_scale=True, disable=not (progress and distributed.is_main()),
                desc="measure" if distributed.world() == 1 else f"measure (rank 0 of {distributed.world()})")
     buf = None  # the first batch's GEMM output, reused by every later (never larger) batch
