@@ -156,6 +156,13 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("lo", &PairCounter::lo)
       .def_property_readonly("hi", &PairCounter::hi)
       .def(
+          "counts",
+          [](py::object self) {  // a writable view that keeps the counter alive
+            auto& c = self.cast<PairCounter&>();
+            return py::array_t<uint32_t>({py::ssize_t(c.hi() - c.lo()), py::ssize_t(c.d_sae())}, c.counts(), self);
+          },
+          "the [hi - lo, d_sae] pair counts, a writable view")
+      .def(
           "add",
           [](PairCounter& c, I64Array row_ptr, I32Array index) {
             MDLSAE_CHECK_ARG(row_ptr.size() >= 1, "row_ptr must have at least one entry");

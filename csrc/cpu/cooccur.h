@@ -32,6 +32,8 @@ class PairCounter {
   int64_t d_sae() const { return d_; }
   int64_t lo() const { return lo_; }
   int64_t hi() const { return hi_; }
+  // The [hi - lo, d] counts themselves, e.g. to sum them with other processes' before top_edges.
+  uint32_t* counts() { return counts_.data(); }
 
  private:
   int64_t d_, lo_, hi_;

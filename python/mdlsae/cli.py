@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import threading
 
+from . import distributed
 from .errors import MdlsaeError
 
 COMMANDS = ["dl", "encode", "decode", "inspect", "select", "sweep", "parents", "train", "toy", "extract", "import_",
@@ -41,22 +43,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+        signal.signal(signal.SIGTERM, _terminate)  # also how torchrun stops the other ranks when one dies
+    where = ""  # "rank N: " under torch.distributed
     try:
         if getattr(args, "memory", None) is not None:
             from .budget import set_budget
 
             set_budget(args.memory)
+        if hasattr(args, "distributed") and distributed.init(args.distributed):
+            where = f"rank {distributed.rank()}: "
+            if not distributed.is_main():  # rank 0 prints the results
+                sys.stdout = open(os.devnull, "w")
         return int(args.run(args) or 0)
+    except distributed.PeerFailed as e:  # the failing rank has said why
+        if distributed.is_main():
+            print(f"mdlsae: error: {where}{e}", file=sys.stderr)
+        return 1
     except MdlsaeError as e:
-        print(f"mdlsae: error: {e}", file=sys.stderr)
+        print(f"mdlsae: error: {where}{e}", file=sys.stderr)
         return 1
     except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        print(f"mdlsae: error: {e.strerror or e}: {e.filename}", file=sys.stderr)
+        print(f"mdlsae: error: {where}{e.strerror or e}: {e.filename}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
         how, code = ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("interrupted", 130)
-        print(f"mdlsae: {how}; no partial output was written" + _resume_hint(args), file=sys.stderr)
+        print(f"mdlsae: {where}{how}; no partial output was written" + _resume_hint(args), file=sys.stderr)
         return code
 
 

@@ -22,13 +22,15 @@ def _umask() -> int:
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """Open a binary temp file beside ``path``; rename it to ``path`` when the block succeeds."""
+    """Open a binary temp file beside ``path``; rename it to ``path`` when the block succeeds.
+    The file's ``name`` is the temporary path (other processes may write into it meanwhile)."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        os.close(fd)
+        with open(tmp, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

@@ -9,7 +9,7 @@ plain Python transcription of the encoder that the tests hold the native bytes t
 """
 
 from .api import DEFAULT_CHUNK_ROWS, Decoded, MdlInfo, build_model, check_sae, decode, decode_file, encode, inspect
-from .container import MdlFile
+from .container import MdlFile, MdlSet, open_mdl
 
-__all__ = ["DEFAULT_CHUNK_ROWS", "Decoded", "MdlFile", "MdlInfo", "build_model", "check_sae", "decode",
-           "decode_file", "encode", "inspect"]
+__all__ = ["DEFAULT_CHUNK_ROWS", "Decoded", "MdlFile", "MdlInfo", "MdlSet", "build_model", "check_sae", "decode",
+           "decode_file", "encode", "inspect", "open_mdl"]

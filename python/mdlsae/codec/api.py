@@ -22,22 +22,30 @@ True
 from __future__ import annotations
 
 import datetime
+import json
 import os
+import shutil
+import tempfile
+import zlib
+from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .. import distributed
 from .._version import __version__
 from .._native import _C
 from ..data.acts import as_activations
 from ..measure.codes import SparseCodes, steps_tensor
-from .container import MdlFile, MdlWriter, pack_header
+from .container import MANIFEST, MdlFile, MdlSet, MdlWriter, head_of, open_mdl, pack_header
 from ..measure.entropy import FeatureStats, naive_bits_per_row
 from ..budget import budget_bytes, rows_for
 from ..errors import MdlsaeError, expect
-from ..fileio import atomic_file
+from ..fileio import atomic_dir, atomic_file
 from ..measure.dl import scan, step_summary
 from ..measure.forest import shape_of
 from ..measure.store import CodeStore
@@ -93,6 +101,7 @@ class MdlInfo:
     step: float | dict
     conditional: bool
     forest: dict | None = None  # the file's parent forest (measure.forest.shape_of) and its flat estimate
+    shards: int | None = None  # files of a sharded output (their headers and the manifest are model bits)
 
     @property
     def overhead(self) -> float:
@@ -119,7 +128,8 @@ class MdlInfo:
             ("payload", f"{self.payload_bits:,} bits  ({self.payload_bits / n:.2f} bits/row, "
                         f"{100 * self.overhead:+.3f} % vs estimate)"),
             ("model (header + index)", f"{self.model_bits:,} bits"),
-            ("file", f"{self.file_bytes:,} bytes  ({8 * self.file_bytes / n:.2f} bits/row)"),
+            ("file" if self.shards is None else f"{self.shards} files + manifest",
+             f"{self.file_bytes:,} bytes  ({8 * self.file_bytes / n:.2f} bits/row)"),
             ("naive L0*(B+log2 D)", f"{self.naive_bits / n:.2f} bits/row"),
             ("SAE sha256", self.sae_hash[:16] + "…"),
         ]
@@ -133,48 +143,155 @@ class MdlInfo:
 
 
 def encode(acts, sae: SAE, out: str | os.PathLike, step, parents=None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-           features_per_stream: int = 0, progress: bool = False) -> MdlInfo:
+           features_per_stream: int = 0, progress: bool = False, sharded: bool = False) -> MdlInfo:
     """Encode ``acts`` with ``sae`` at quantization ``step`` into the file ``out``.
 
     The SAE runs once per row: the first pass counts (the entropy model goes in the header)
     and keeps the codes in a :class:`~mdlsae.measure.store.CodeStore` (half the memory budget
-    in memory, the rest spilled beside ``out``); the second codes them in parallel chunks."""
+    in memory, the rest spilled beside ``out``); the second codes them in parallel chunks.
+    ``sharded``: ``out`` is a folder of one .mdl per shard file of ``acts``, all coded with the
+    model of all rows, and a ``manifest.json`` (:class:`~mdlsae.codec.container.MdlSet`);
+    ``decode`` and ``inspect`` read it as one file.
+
+    Under torch.distributed each rank measures and codes the chunks of its share of the rows
+    (whole shards when ``sharded``) and writes them at their offsets in rank 0's temporary file
+    (or folder; ``out``'s folder must be one filesystem that every rank sees), renamed into place
+    once every rank has succeeded: the output is byte for byte the one a single process writes.
+    The header's creation time is ``SOURCE_DATE_EPOCH`` when set (reproducible files), else now."""
     acts = as_activations(acts)
     expect(0 < chunk_rows <= _C.MAX_CHUNK_ROWS, f"chunk_rows must be in [1, {_C.MAX_CHUNK_ROWS:,}], got {chunk_rows}")
     st = steps_tensor(step, sae.d_sae)
     half = budget_bytes() // 2
     spill_dir = os.path.dirname(os.path.abspath(os.fspath(out)))
+    n = acts.n_rows
+    rows = distributed.share_at(acts.shard_starts) if sharded else distributed.share(n, chunk_rows)
     with CodeStore(sae.d_sae, half, spill_dir) as store:
         stats, _ = scan(acts, sae, step, parents, batch_rows=rows_for(sae.row_bytes(), half), progress=progress,
-                        on_codes=store.append)
+                        on_codes=store.append, rows=rows)
         model = build_model(stats)
         per_feature = st.dim() == 1
+        blob = model.pack()
         meta = {"format": "mdlsae", "writer": f"mdlsae {__version__}", "d_in": sae.d_in, "d_sae": sae.d_sae,
-                "n_rows": acts.n_rows, "chunk_rows": chunk_rows, "features_per_stream": int(features_per_stream),
+                "n_rows": n, "chunk_rows": chunk_rows, "features_per_stream": int(features_per_stream),
                 "architecture": sae.cfg.architecture, "k": sae.cfg.k, "sae_sha256": sae.content_hash(),
                 "compute_dtype": str(sae.compute_dtype).removeprefix("torch."),
                 "per_feature_steps": per_feature, "step": None if per_feature else float(st),
-                "has_parents": stats.parents is not None, "model_bytes": 0,
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-        blob = model.pack()
-        meta["model_bytes"] = len(blob)
-        header = pack_header(meta, blob, st.numpy() if per_feature else None)
-        n_chunks = -(-acts.n_rows // chunk_rows)
-        group = chunk_rows * max(1, _C.num_threads())  # chunks coded in parallel per call
-        bar = tqdm(total=acts.n_rows, unit="row", unit_scale=True, disable=not progress, desc="code")
-        with atomic_file(out) as f:
-            w = MdlWriter(f, header, n_chunks)
-            for start in range(0, acts.n_rows, group):
-                stop = min(start + group, acts.n_rows)
-                codes = store.rows(start, stop)
-                payloads = _C.encode_chunks(model, codes.row_ptr, codes.index, codes.q, chunk_rows,
-                                            int(features_per_stream))
-                for i, p in enumerate(payloads):
-                    w.add_chunk(p, min(chunk_rows, stop - start - i * chunk_rows))
-                bar.update(stop - start)
-            w.finish()
-        bar.close()
+                "has_parents": stats.parents is not None, "model_bytes": len(blob), "created": _created()}
+        if sharded:
+            def header(rows: int) -> bytes:
+                return pack_header({**meta, "n_rows": rows, "model_rows": n}, blob, st.numpy() if per_feature else None)
+
+            _write_shards(out, acts, header, model, store, chunk_rows, int(features_per_stream), progress)
+        else:
+            header = pack_header(meta, blob, st.numpy() if per_feature else None)
+            with _bar(store.n_rows, progress) as bar:
+                chunks = _coded_chunks(model, store, chunk_rows, int(features_per_stream), bar)
+                if distributed.active():
+                    _write_from_ranks(out, header, chunks, spill_dir)
+                else:
+                    with atomic_file(out) as f:
+                        _write_mdl(f, header, -(-n // chunk_rows), chunks)
     return inspect(out)
+
+
+def _created() -> str:
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    try:
+        when = datetime.datetime.now(datetime.timezone.utc) if not epoch else \
+            datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc)
+    except (ValueError, OverflowError):
+        raise MdlsaeError(f"SOURCE_DATE_EPOCH must be seconds since 1970 (an integer), got {epoch!r}") from None
+    return when.isoformat(timespec="seconds")
+
+
+def _bar(rows: int, progress: bool) -> tqdm:
+    return tqdm(total=rows, unit="row", unit_scale=True, disable=not (progress and distributed.is_main()),
+                desc="code" if distributed.world() == 1 else f"code (rank 0 of {distributed.world()})")
+
+
+def _coded_chunks(model: "_C.Model", store: CodeStore, chunk_rows: int, features_per_stream: int, bar: tqdm,
+                  start: int = 0, stop: int | None = None) -> Iterator[tuple[bytes, int]]:
+    """(payload, rows) of every chunk of the stored codes' rows [start, stop), in order; chunks
+    are coded in parallel groups of one per thread."""
+    stop = store.n_rows if stop is None else stop
+    group = chunk_rows * max(1, _C.num_threads())
+    for a in range(start, stop, group):
+        b = min(a + group, stop)
+        codes = store.rows(a, b)
+        payloads = _C.encode_chunks(model, codes.row_ptr, codes.index, codes.q, chunk_rows, features_per_stream)
+        for i, p in enumerate(payloads):
+            yield p, min(chunk_rows, b - a - i * chunk_rows)
+        bar.update(b - a)
+
+
+def _write_mdl(f, header: bytes, n_chunks: int, chunks: Iterator[tuple[bytes, int]]) -> None:
+    w = MdlWriter(f, header, n_chunks)
+    for payload, rows in chunks:
+        w.add_chunk(payload, rows)
+    w.finish()
+
+
+def _write_shards(out, acts, header, model: "_C.Model", store: CodeStore, chunk_rows: int, features_per_stream: int,
+                  progress: bool) -> None:
+    """One .mdl per shard of ``acts`` (this rank's: its ``store`` holds their codes) into rank
+    0's temporary folder, the manifest, then the folder renamed into place when all succeeded."""
+    starts = acts.shard_starts
+    i0, i1 = distributed.pieces(len(starts) - 1)
+    names = [f"shard_{i:05d}.mdl" for i in range(len(starts) - 1)]
+    with ExitStack() as final:
+        bar = final.enter_context(_bar(store.n_rows, progress))
+        tmp = None
+        with distributed.agreed("creating the output folder"):
+            if distributed.is_main():
+                tmp = final.enter_context(atomic_dir(out))
+        tmp = Path(distributed.broadcast(None if tmp is None else str(tmp)))
+        with distributed.agreed("writing the shards"):
+            for i in range(i0, i1):
+                lo, hi = int(starts[i] - starts[i0]), int(starts[i + 1] - starts[i0])
+                with open(tmp / names[i], "wb") as f:
+                    _write_mdl(f, header(hi - lo), -(-(hi - lo) // chunk_rows),
+                               _coded_chunks(model, store, chunk_rows, features_per_stream, bar, lo, hi))
+                    f.flush()
+                    os.fsync(f.fileno())
+        with distributed.agreed("writing the manifest"):
+            if distributed.is_main():
+                files = [{"file": names[i], "rows": int(starts[i + 1] - starts[i]), "source": acts.shards[i]}
+                         for i in range(len(names))]
+                manifest = {"format": "mdlsae-shards", "version": 1, "n_rows": acts.n_rows, "files": files}
+                (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+                final.close()  # rank 0: the folder into place
+
+
+def _write_from_ranks(out, header: bytes, chunks: Iterator[tuple[bytes, int]], spill_dir: str) -> None:
+    """Every rank codes its chunks into a private temporary file; rank 0 writes the header and
+    index (sizes gathered from all ranks) to the output's temporary file, every rank copies its
+    chunks to their offsets there, and rank 0 renames it into place only when all succeeded."""
+    with tempfile.TemporaryFile(dir=spill_dir, prefix=".mdlsae-chunks-") as mine, ExitStack() as final:
+        nbytes, rows, crcs = [], [], []
+        with distributed.agreed("coding"):
+            for payload, r in chunks:
+                mine.write(payload)
+                nbytes.append(len(payload)), rows.append(r), crcs.append(zlib.crc32(payload))
+        every = distributed.gather((nbytes, rows, crcs))
+        head = head_of(header, *([x for part in every for x in part[c]] for c in range(3)))
+        offset = len(head) + sum(sum(part[0]) for part in every[:distributed.rank()])
+        f = None
+        with distributed.agreed("creating the output"):
+            if distributed.is_main():
+                f = final.enter_context(atomic_file(out))
+                f.write(head)
+                f.truncate(len(head) + sum(sum(part[0]) for part in every))
+                f.flush()
+        tmp = distributed.broadcast(f.name if f is not None else None)
+        with distributed.agreed("writing the chunks"):
+            with open(tmp, "r+b") as g:
+                g.seek(offset)
+                mine.seek(0)
+                shutil.copyfileobj(mine, g)
+                g.flush()
+                os.fsync(g.fileno())
+        with distributed.agreed("renaming the output"):
+            final.close()  # rank 0: fsync and rename
 
 
 @dataclass
@@ -185,19 +302,24 @@ class Decoded:
     reconstruction: torch.Tensor | None = None
 
 
-def check_sae(f: MdlFile, sae: SAE) -> None:
+def check_sae(f: MdlFile | MdlSet, sae: SAE) -> None:
     """Refuse an SAE other than the one the file names by content hash."""
     if sae.content_hash() != f.meta["sae_sha256"]:
         raise MdlsaeError(f"{f.path}: was encoded with a different SAE (sha256 {f.meta['sae_sha256'][:16]}…, "
                           f"given {sae.content_hash()[:16]}…)")
 
 
-def decode_file(f: MdlFile, start: int = 0, stop: int | None = None) -> SparseCodes:
-    """Codes of rows [start, stop) of an open file; only the chunks covering them are read."""
+def decode_file(f: MdlFile | MdlSet, start: int = 0, stop: int | None = None) -> SparseCodes:
+    """Codes of rows [start, stop) of an open file (or sharded output); only the chunks
+    covering them are read."""
     stop = f.n_rows if stop is None else stop
     expect(0 <= start <= stop <= f.n_rows, f"row range [{start}, {stop}) is outside [0, {f.n_rows}]")
     if start == stop:
         return SparseCodes(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int32), f.d_sae)
+    if isinstance(f, MdlSet):
+        return SparseCodes.concat([decode_file(g, max(start, lo) - lo, min(stop, hi) - lo)
+                                   for g, lo, hi in zip(f.files, f.starts[:-1], f.starts[1:])
+                                   if lo < stop and hi > start], f.d_sae)
     c0, c1 = start // f.chunk_rows, -(-stop // f.chunk_rows)
     payloads = [f.read_chunk(i) for i in range(c0, c1)]
     try:
@@ -211,7 +333,7 @@ def decode_file(f: MdlFile, start: int = 0, stop: int | None = None) -> SparseCo
 def decode(path: str | os.PathLike, sae: SAE | None = None, start: int = 0, stop: int | None = None) -> Decoded:
     """Decode rows [start, stop) of a .mdl file; with ``sae`` (checked by content hash) also
     reconstruct the activations."""
-    with MdlFile(path) as f:
+    with open_mdl(path) as f:
         if sae is not None:
             check_sae(f, sae)
         codes = decode_file(f, start, stop)
@@ -223,7 +345,8 @@ def decode(path: str | os.PathLike, sae: SAE | None = None, start: int = 0, stop
 
 
 def inspect(path: str | os.PathLike) -> MdlInfo:
-    with MdlFile(path) as f:
+    """What a .mdl file (or sharded output, its files and manifest together) holds."""
+    with open_mdl(path) as f:
         stats = stats_from_model(f.model)
         n = max(f.n_rows, 1)
         l0 = float(stats.active.sum()) / n
@@ -233,6 +356,7 @@ def inspect(path: str | os.PathLike) -> MdlInfo:
                        payload_bits=8 * f.payload_bytes, model_bits=8 * (f.header_bytes + f.index_bytes),
                        file_bytes=f.file_bytes, naive_bits=naive_bits_per_row(l0, f.d_sae, stats.max_q()) * n,
                        l0=l0, sae_hash=f.meta["sae_sha256"], step=step, conditional=stats.parents is not None,
+                       shards=len(f.files) if isinstance(f, MdlSet) else None,
                        forest=None if stats.parents is None else
                        {**shape_of(stats.parents, stats.active, stats.active_with_parent),
                         "flat_estimate_bits": stats.estimate_bits(conditional=False)})

@@ -9,6 +9,11 @@ row chunks. Layout, little-endian::
 The reader checks every length, offset and checksum before using it and turns any damage into
 an :class:`~mdlsae.errors.MdlsaeError`; the writer goes through a temporary file renamed into
 place, so a failed write leaves nothing behind.
+
+A sharded output (:class:`MdlSet`) is a folder of such files, one per input shard, whose headers
+add ``model_rows`` (the rows of the shared entropy model: all the shards'), and a
+``manifest.json``: ``{"format": "mdlsae-shards", "version": 1, "n_rows": N, "files": [{"file":
+"shard_00000.mdl", "rows": n, "source": input shard name}, ...]}`` in row order.
 """
 
 from __future__ import annotations
@@ -65,6 +70,9 @@ _FIELDS = {
     "step": (lambda v: v is None or _positive_float(v), "null or a positive finite number"),
 }
 
+# Fields only some files have: a shard's model_rows (the rows of the model all its set's shards share).
+_OPTIONAL = {"model_rows": _int(0, 1 << 62)}
+
 
 def check_meta(meta, damaged) -> dict:
     """``meta`` checked field by field (presence, type, range); ``damaged(what)`` makes the error.
@@ -76,6 +84,11 @@ def check_meta(meta, damaged) -> dict:
             raise damaged(f"header field {name!r} is missing")
         if not ok(meta[name]):
             raise damaged(f"header field {name!r} is {meta[name]!r}, expected {expected}")
+    for name, (ok, expected) in _OPTIONAL.items():
+        if name in meta and not ok(meta[name]):
+            raise damaged(f"header field {name!r} is {meta[name]!r}, expected {expected}")
+    if meta.get("model_rows", meta["n_rows"]) < meta["n_rows"]:
+        raise damaged(f"header field 'model_rows' ({meta['model_rows']}) is below n_rows ({meta['n_rows']})")
     if meta["per_feature_steps"] == (meta["step"] is not None):
         raise damaged("header fields 'step' and 'per_feature_steps' disagree: exactly one of a global step "
                       "and per-feature steps must be given")
@@ -108,6 +121,19 @@ def index_size(n_chunks: int) -> int:
     return 8 + n_chunks * _ENTRY.size + 4
 
 
+def preamble(header: bytes) -> bytes:
+    return _PREAMBLE.pack(MAGIC, VERSION, 0, zlib.crc32(header), len(header))
+
+
+def head_of(header: bytes, nbytes: list[int], rows: list[int], crcs: list[int]) -> bytes:
+    """Preamble, header and index of a file whose chunks' sizes are known in advance (chunks
+    written elsewhere, e.g. by other ranks, after these bytes in order)."""
+    offset = _PREAMBLE.size + len(header) + index_size(len(nbytes))
+    offsets = np.concatenate([[0], np.cumsum(nbytes, dtype=np.int64)])[:-1] + offset
+    entries = [ChunkEntry(int(o), int(n), int(r), int(c)) for o, n, r, c in zip(offsets, nbytes, rows, crcs)]
+    return preamble(header) + header + index_bytes(entries)
+
+
 class MdlWriter:
     """Streams a .mdl file: header and a placeholder index first, chunks as they come, then the
     real index. Use inside :func:`mdlsae.fileio.atomic_file`."""
@@ -115,7 +141,7 @@ class MdlWriter:
     def __init__(self, f, header: bytes, n_chunks: int):
         self.f = f
         self.n_chunks = n_chunks
-        f.write(_PREAMBLE.pack(MAGIC, VERSION, 0, zlib.crc32(header), len(header)))
+        f.write(preamble(header))
         f.write(header)
         self.index_at = f.tell()
         f.write(b"\0" * index_size(n_chunks))
@@ -197,8 +223,9 @@ class MdlFile:
         if index_size(n_chunks) > self.file_bytes - self.header_bytes:
             raise self._damaged(f"n_rows={n_rows} in chunks of {chunk_rows} needs an index of {n_chunks:,} chunks, "
                                 f"more than the file holds")
-        try:
-            self.model = _C.Model.unpack(header[4 + js_len:blob_end], d_sae, n_rows, meta["has_parents"])
+        try:  # a shard of a sharded output codes with the model of all its shards' rows
+            self.model = _C.Model.unpack(header[4 + js_len:blob_end], d_sae, meta.get("model_rows", n_rows),
+                                         meta["has_parents"])
         except (RuntimeError, ValueError) as e:
             raise self._damaged(f"model tables: {e}") from None
         if meta["per_feature_steps"]:
@@ -254,3 +281,65 @@ class MdlFile:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+MANIFEST = "manifest.json"
+
+
+class MdlSet:
+    """A sharded output read as one file: a folder of ``.mdl`` files, one per input shard, that
+    share one entropy model (that of all their rows), and ``manifest.json`` listing them in row
+    order. Offers what :class:`MdlFile` offers to ``decode`` and ``inspect``."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        manifest = self.path / MANIFEST
+        expect(manifest.is_file(), f"{str(self.path)!r} is a folder without {MANIFEST}: not a sharded .mdl output")
+        try:
+            m = json.loads(manifest.read_text())
+            expect(m.get("format") == "mdlsae-shards", f"{manifest}: not an mdlsae manifest")
+            names, rows = [e["file"] for e in m["files"]], [int(e["rows"]) for e in m["files"]]
+            self.n_rows, self.sources = int(m["n_rows"]), [e.get("source") for e in m["files"]]
+        except (ValueError, KeyError, TypeError) as e:
+            raise MdlsaeError(f"{manifest}: unreadable manifest ({e})") from None
+        expect(bool(names) and all(Path(n).name == n for n in names), f"{manifest}: bad file list {names!r}")
+        expect(sum(rows) == self.n_rows, f"{manifest}: shard rows add up to {sum(rows)}, not n_rows={self.n_rows}")
+        self.files: list[MdlFile] = []
+        try:
+            for name, n in zip(names, rows):
+                f = MdlFile(self.path / name)
+                self.files.append(f)
+                expect(f.n_rows == n, f"{f.path}: holds {f.n_rows} rows, the manifest says {n}")
+                expect(int(f.meta.get("model_rows", -1)) == self.n_rows,
+                       f"{f.path}: coded with a model of {f.meta.get('model_rows')} rows, not the set's {self.n_rows}")
+                same = {k: v for k, v in f.meta.items() if k != "n_rows"} == \
+                    {k: v for k, v in self.files[0].meta.items() if k != "n_rows"}
+                expect(same and f.model.pack() == self.files[0].model.pack(),
+                       f"{f.path}: its SAE, steps or entropy model differ from {self.files[0].path.name}'s")
+        except BaseException:
+            self.close()
+            raise
+        self.starts = np.concatenate([[0], np.cumsum(rows)]).astype(np.int64)
+        first = self.files[0]
+        self.meta = {**first.meta, "n_rows": self.n_rows}
+        self.model, self.step, self.d_sae, self.chunk_rows = first.model, first.step, first.d_sae, first.chunk_rows
+        self.chunks = [c for f in self.files for c in f.chunks]
+        self.payload_bytes = sum(f.payload_bytes for f in self.files)
+        self.header_bytes = sum(f.header_bytes for f in self.files) + manifest.stat().st_size
+        self.index_bytes = sum(f.index_bytes for f in self.files)
+        self.file_bytes = sum(f.file_bytes for f in self.files) + manifest.stat().st_size
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+
+    def __enter__(self) -> "MdlSet":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_mdl(path: str | os.PathLike) -> MdlFile | MdlSet:
+    """A .mdl file, or a folder written by ``encode --sharded`` read as one."""
+    return MdlSet(path) if Path(path).is_dir() else MdlFile(path)

@@ -26,6 +26,21 @@ def positive_int(text: str) -> int:
     return v
 
 
+def add_distributed_flag(p: argparse.ArgumentParser) -> None:
+    """``--distributed``: run on the ranks ``torchrun`` started (found without the flag, too)."""
+    p.add_argument("--distributed", action="store_true",
+                   help="split the rows across the processes torchrun starts (gloo on CPU, NCCL on GPU): "
+                        "`torchrun --nproc-per-node N -m mdlsae.cli ...`; results are those of one process. "
+                        "Detected from torchrun's environment without the flag; with it, insist on it")
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars when asked for and stderr is a terminal (only rank 0 draws them)."""
+    import sys
+
+    return bool(args.progress) and sys.stderr.isatty()
+
+
 def add_progress_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="do not show progress bars")

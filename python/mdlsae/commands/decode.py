@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import add_memory_flag, add_progress_flag
+from . import add_memory_flag, add_progress_flag, show_progress
 from ..codec.api import check_sae, decode_file
-from ..codec.container import MdlFile
+from ..codec.container import open_mdl
 from ..budget import rows_for
 from ..fileio import atomic_file
 from ..models.sae import SAE
@@ -18,7 +17,7 @@ from ..models.sae import SAE
 
 def add_parser(sub) -> None:
     p = sub.add_parser("decode", help="decode a .mdl file to reconstructed activations (.npy)")
-    p.add_argument("file", metavar="FILE.mdl")
+    p.add_argument("file", metavar="FILE.mdl", help="a .mdl file, or the folder `encode --sharded` writes")
     p.add_argument("--sae", required=True, metavar="SAE_DIR", help="the SAE the file was encoded with")
     p.add_argument("-o", "--output", required=True, metavar="RECON.npy", help="float32 [N, d_in], written atomically")
     add_memory_flag(p)
@@ -28,14 +27,14 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     sae = SAE.load(args.sae)
-    with MdlFile(args.file) as f:
+    with open_mdl(args.file) as f:
         check_sae(f, sae)
         n, d = f.n_rows, sae.d_in
         # reconstructed rows, float32, plus their codes: whole chunks where the budget allows
         step = rows_for(4 * d + 16 * max(1, f.model.counts()["active"].sum() // max(n, 1)))
         step = step // f.chunk_rows * f.chunk_rows or step
         bar = tqdm(total=n, unit="row", unit_scale=True, desc="decode",
-                   disable=not (args.progress and sys.stderr.isatty()))
+                   disable=not (show_progress(args)))
         with atomic_file(args.output) as out, torch.no_grad():
             np.lib.format.write_array_header_1_0(out, {"descr": "<f4", "fortran_order": False, "shape": (n, d)})
             for start in range(0, n, step):

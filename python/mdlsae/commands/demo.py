@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 
-from . import add_progress_flag, positive_float
+from . import add_progress_flag, show_progress, positive_float
 
 
 def add_parser(sub) -> None:
@@ -23,5 +22,5 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..studies.demo import run_demo
 
-    res = run_demo(tolerance=args.tolerance, seed=args.seed, progress=args.progress and sys.stderr.isatty())
+    res = run_demo(tolerance=args.tolerance, seed=args.seed, progress=show_progress(args))
     return 0 if res["by_dl"] is not None else 1

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 
-from . import add_acts_argument, add_dtype_flag, add_memory_flag, add_progress_flag, load_sae, open_acts, positive_float
+from . import (add_acts_argument, add_distributed_flag, add_dtype_flag, add_memory_flag, add_progress_flag,
+               load_sae, open_acts, positive_float, show_progress)
 from ..errors import MdlsaeError
 from ..measure.dl import measure_dl
 from ..models.sae import SAE
@@ -24,6 +24,7 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     add_memory_flag(p)
     add_dtype_flag(p)
+    add_distributed_flag(p)
     add_progress_flag(p)
     p.set_defaults(run=run)
 
@@ -103,7 +104,7 @@ def load_steps(path: str, d_sae: int) -> np.ndarray:
 def run(args) -> int:
     sae = load_sae(args)
     step = step_from(args, sae)
-    acts, progress = open_acts(args), args.progress and sys.stderr.isatty()
+    acts, progress = open_acts(args), show_progress(args)
     parents, forest = resolve_parents(args.parents, acts, sae, step, progress)
     rep = measure_dl(acts, sae, step, parents=parents, progress=progress, sae_name=args.sae)
     if forest is None and parents is None and sae.cfg.parents is not None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import sys
 
-from . import add_acts_argument, add_dtype_flag, add_memory_flag, add_progress_flag, load_sae, open_acts, positive_int
+from . import (add_acts_argument, add_distributed_flag, add_dtype_flag, add_memory_flag, add_progress_flag,
+               load_sae, open_acts, positive_int, show_progress)
 from ..codec.api import DEFAULT_CHUNK_ROWS, encode
 from .dl import add_parents_argument, add_step_arguments, resolve_parents, step_from
 
@@ -24,9 +24,13 @@ def add_parser(sub) -> None:
     add_parents_argument(p)
     p.add_argument("--chunk-rows", type=positive_int, default=DEFAULT_CHUNK_ROWS,
                    help=f"rows per independently decodable chunk (default {DEFAULT_CHUNK_ROWS})")
+    p.add_argument("--sharded", action="store_true",
+                   help="write FILE.mdl as a folder: one .mdl per shard file of ACTS, all coded with the entropy model "
+                        "of all rows, and a manifest.json; decode and inspect read it as one file")
     p.add_argument("--json", action="store_true", help="print the file summary as JSON")
     add_memory_flag(p)
     add_dtype_flag(p)
+    add_distributed_flag(p)
     add_progress_flag(p)
     p.set_defaults(run=run)
 
@@ -34,8 +38,9 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     sae = load_sae(args)
     step = step_from(args, sae)
-    acts, progress = open_acts(args), args.progress and sys.stderr.isatty()
+    acts, progress = open_acts(args), show_progress(args)
     parents, _ = resolve_parents(args.parents, acts, sae, step, progress)
-    info = encode(acts, sae, args.output, step, parents=parents, chunk_rows=args.chunk_rows, progress=progress)
+    info = encode(acts, sae, args.output, step, parents=parents, chunk_rows=args.chunk_rows, progress=progress,
+                  sharded=args.sharded)
     print(json.dumps(info.to_dict()) if args.json else info.table())
     return 0

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from . import add_progress_flag, add_threads_flag, positive_int, set_threads
+from . import add_progress_flag, show_progress, add_threads_flag, positive_int, set_threads
 from ..errors import MdlsaeError
 
 
@@ -47,7 +46,7 @@ def run(args) -> int:
             raise MdlsaeError(f"{args.text} is not UTF-8 text ({e})") from None
     res = extract(text, args.out, args.layer, model=args.model, site=args.site, dtype=args.dtype,
                   max_tokens=max_tokens, seq_len=args.seq_len, batch_size=args.batch_size, device=args.device,
-                  progress=args.progress and sys.stderr.isatty())
+                  progress=show_progress(args))
     print(f"wrote {res.n_tokens:,} x {res.d} activations ({args.site}, layer {args.layer}) to {res.path} and "
           f"token ids to {res.tokens_path} in {res.seconds:.1f} s ({res.tokens_per_s:,.0f} tokens/s)")
     return 0

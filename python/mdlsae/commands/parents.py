@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 
-from . import add_acts_argument, add_dtype_flag, add_memory_flag, add_progress_flag, load_sae, open_acts, positive_float, positive_int
+from . import (add_acts_argument, add_distributed_flag, add_dtype_flag, add_memory_flag, add_progress_flag,
+               load_sae, open_acts, positive_float, positive_int, show_progress)
+from .. import distributed
 from ..errors import expect
 from ..fileio import atomic_file
 from ..measure.dl import measure_dl
@@ -39,6 +40,7 @@ def add_parser(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     add_memory_flag(p)
     add_dtype_flag(p)
+    add_distributed_flag(p)
     add_progress_flag(p)
     p.set_defaults(run=run)
 
@@ -81,8 +83,8 @@ def run(args) -> int:
     sae = load_sae(args)
     step = step_from(args, sae)
     forest, summary = report(open_acts(args), sae, step, args.fit, args.candidates,
-                             args.progress and sys.stderr.isatty())
-    if args.output:
+                             show_progress(args))
+    if args.output and distributed.is_main():
         with atomic_file(args.output) as f:
             np.save(f, forest.parents)
         summary["output"] = args.output

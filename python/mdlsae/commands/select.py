@@ -7,7 +7,9 @@ import sys
 
 import numpy as np
 
-from . import add_acts_argument, add_memory_flag, add_progress_flag, open_acts, positive_float, positive_int
+from . import (add_acts_argument, add_distributed_flag, add_memory_flag, add_progress_flag, open_acts,
+               positive_float, positive_int, show_progress)
+from .. import distributed
 from ..fileio import atomic_file
 from ..selection.precision import METRICS
 from ..selection.select import CRITERIA, select_sae
@@ -38,20 +40,20 @@ def add_parser(sub) -> None:
     p.add_argument("--steps-out", metavar="STEPS.npy", help="save the chosen SAE's step(s) as float32 .npy")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     add_memory_flag(p)
+    add_distributed_flag(p)
     add_progress_flag(p)
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     sel = select_sae(open_acts(args), args.sae, args.tolerance, args.metric, args.per_feature, args.criterion,
-                     args.max_rows, args.decoder_bits, progress=args.progress and sys.stderr.isatty(),
+                     args.max_rows, args.decoder_bits, progress=show_progress(args),
                      parents=args.parents)
     chosen = sel.chosen
-    if args.steps_out and chosen is not None:
+    if args.steps_out and chosen is not None and distributed.is_main():
         with atomic_file(args.steps_out) as f:
             np.save(f, np.asarray(chosen.step, dtype=np.float32))
     print(json.dumps(sel.to_dict()) if args.json else sel.table())
-    if chosen is None:
+    if chosen is None and distributed.is_main():
         print(f"mdlsae: no candidate meets {args.metric} <= {args.tolerance:g}", file=sys.stderr)
-        return 1
-    return 0
+    return 0 if chosen is not None else 1

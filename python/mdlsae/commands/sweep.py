@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 
-from . import add_memory_flag, add_progress_flag, positive_float, positive_int
+from . import add_memory_flag, add_progress_flag, show_progress, positive_float, positive_int
 from ..errors import MdlsaeError
 from ..selection.precision import METRICS
 
@@ -61,7 +60,7 @@ def run(args) -> int:
                       metric=args.metric, epochs=args.epochs, seed=args.seed, per_feature=args.per_feature,
                       max_rows=args.max_rows, decoder_precision=args.decoder_bits, parents=args.parents)
     res = run_sweep(train, evaluate, cfg, args.out, image_shape, dataset,
-                    progress=args.progress and sys.stderr.isatty())
+                    progress=show_progress(args))
     print(f"{len(res['candidates'])} SAEs, {args.metric} <= {args.tolerance:g} on {res['eval_rows']:,} held-out rows")
     for b in res["best_per_width"]:
         print(f"  D={b['d_sae']:<6} best k={b['k']:<4} {b['dl_bits_per_row']:9.2f} data bits/row  "

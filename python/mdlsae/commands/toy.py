@@ -4,10 +4,9 @@ an SAE's recovery of them by mean max cosine similarity (``toy mmcs``)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-from . import add_progress_flag, positive_float, positive_int
+from . import add_progress_flag, show_progress, positive_float, positive_int
 
 
 def add_parser(sub) -> None:
@@ -57,7 +56,7 @@ def run_make(args) -> int:
     out = Path(args.out)
     truth = args.truth or str(out.with_name(out.name.removesuffix(".npy") + ".truth.safetensors"))
     write_toy(out, args.rows, spec, seed=args.seed, truth_path=truth,
-              dtype=np.float16 if args.float16 else np.float32, progress=args.progress and sys.stderr.isatty())
+              dtype=np.float16 if args.float16 else np.float32, progress=show_progress(args))
     print(f"wrote {args.rows:,} x {args.d} toy activations to {out} and the ground truth to {truth}")
     return 0
 

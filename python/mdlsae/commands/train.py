@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from . import (add_acts_argument, add_memory_flag, add_progress_flag, add_threads_flag, open_acts, positive_float,
-               positive_int, set_threads)
+               positive_int, set_threads, show_progress)
 from ..errors import expect
 
 
@@ -105,7 +104,7 @@ def run(args) -> int:
     ckpt = Path(str(Path(args.out)) + ".ckpt")
     expect(not args.resume or ckpt.is_file(), f"--resume: no checkpoint {str(ckpt)!r} to resume from")
     args.checkpoint_path = ckpt  # named by the CLI's message when the run is interrupted
-    res = train(open_acts(args), cfg, progress=args.progress and sys.stderr.isatty(), init=init, checkpoint=ckpt,
+    res = train(open_acts(args), cfg, progress=show_progress(args), init=init, checkpoint=ckpt,
                 resume=args.resume, checkpoint_every_s=60 * args.checkpoint_minutes)
     res.sae.cfg.extra["mdlsae_training"] = {"acts": str(args.acts), "arch": args.arch, "seed": args.seed,
                                             **{k: v for k, v in res.stats.items()}}

@@ -235,7 +235,7 @@ class Activations:
             self.name = str(source)
             path = Path(source)
             if path.is_file():
-                parts = [_open_file(path, key)]
+                files, parts = [path], [_open_file(path, key)]
             else:
                 expect(path.is_dir() or any(c in str(source) for c in "*?["),
                        f"activation file {str(source)!r} does not exist")
@@ -252,9 +252,16 @@ class Activations:
                     source = source.float()
                 source = source.numpy()
             parts = [_Array(np.asarray(source), self.name)]
+            files = [self.name]
         self._parts = parts
         self._starts = np.cumsum([0] + [p.n_rows for p in parts])
+        self.shards = [Path(f).name for f in files]  # names of the shard files (or of the one source)
         self.n_rows, self.d = int(self._starts[-1]), parts[0].d
+
+    @property
+    def shard_starts(self) -> np.ndarray:
+        """The first row of each shard file, then n_rows (``[0, n_rows]`` for one file)."""
+        return self._starts.copy()
 
     def rows(self, start: int, stop: int) -> torch.Tensor:
         """Rows [start, stop) as a float32 tensor, checked for NaN/Inf."""
@@ -286,6 +293,7 @@ class Activations:
         view = object.__new__(Activations)
         view.name, view.d, view.n_rows = f"{self.name}[{start}:{stop}]", self.d, stop - start
         view._parts, view._starts = [_Window(self, start, stop)], np.array([0, stop - start])
+        view.shards = [view.name]
         return view
 
     def batches(self, batch_rows: int, start: int = 0, stop: int | None = None) -> Iterator[torch.Tensor]:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..data.acts import as_activations
 from .codes import steps_tensor
 from .entropy import FeatureStats, naive_bits_per_row, parent_cooccurrence, value_bits_fixed
@@ -41,6 +42,15 @@ class ErrorStats:
         s = torch.sum(x, dim=0, dtype=torch.float64).numpy()
         self.sum_x = s if self.sum_x is None else self.sum_x + s
         self.sum_x2 += float(torch.sum(x * x, dtype=torch.float64))
+
+    def summed_over_ranks(self) -> "ErrorStats":
+        """The sums of all ranks' rows together (float64: the last digits may differ from one
+        process's sums, as a different batching's would)."""
+        if not distributed.active():
+            return self
+        n, sse, sum_x2 = distributed.sum_float([self.n, self.sse, self.sum_x2])
+        sum_x = distributed.sum_float(np.zeros(self.d) if self.sum_x is None else self.sum_x)
+        return ErrorStats(self.d, int(n), float(sse), sum_x, float(sum_x2))
 
     @property
     def mse(self) -> float:
@@ -123,11 +133,16 @@ class DLReport:
 
 
 def scan(acts, sae: SAE, step, parents=None, batch_rows: int | None = None,
-         progress: bool = False, on_codes=None) -> tuple[FeatureStats, ErrorStats]:
+         progress: bool = False, on_codes=None, rows: tuple[int, int] | None = None) -> tuple[FeatureStats, ErrorStats]:
     """One pass over ``acts``: per-feature statistics of the quantized codes and the error of
     their reconstruction. ``on_codes(codes)`` sees every batch's codes, in row order. Batches
     hold ``batch_rows`` rows, by default as many as the memory budget allows (mdlsae.budget).
-    ``parents`` defaults to the SAE's own forest (a tree SAE's), if it has one."""
+    ``parents`` defaults to the SAE's own forest (a tree SAE's), if it has one.
+
+    Under torch.distributed each rank reads only its share of the rows, ``rows`` (by default
+    :func:`mdlsae.distributed.share`'s; the ranks' ``rows`` must tile the dataset in rank
+    order) and ``on_codes`` sees that share's codes; the statistics returned are those of all
+    rows, on every rank."""
     acts = as_activations(acts)
     expect(acts.d == sae.d_in, f"{acts.name}: activations have d_in={acts.d} but the SAE expects d_in={sae.d_in}")
     batch_rows = rows_for(sae.row_bytes()) if batch_rows is None else batch_rows
@@ -138,10 +153,12 @@ def scan(acts, sae: SAE, step, parents=None, batch_rows: int | None = None,
     hist = Histogram(sae.d_sae)
     err = ErrorStats(sae.d_in)
     with_parent = np.zeros(sae.d_sae, dtype=np.int64)
-    bar = tqdm(total=acts.n_rows, unit="row", unit_scale=True, disable=not progress, desc="measure")
+    start, stop = distributed.share(acts.n_rows) if rows is None else rows
+    bar = tqdm(total=stop - start, unit="row", unit_scale=True, disable=not (progress and distributed.is_main()),
+               desc="measure" if distributed.world() == 1 else f"measure (rank 0 of {distributed.world()})")
     buf = None  # the first batch's GEMM output, reused by every later (never larger) batch
-    with torch.no_grad():
-        for x in acts.batches(batch_rows):
+    with torch.no_grad(), distributed.agreed("the measuring pass"):
+        for x in acts.batches(batch_rows, start, stop):
             gemm, bias = sae.encoder_parts(x, None if buf is None else buf[:x.shape[0]])
             buf = gemm if buf is None else buf
             codes = select_quantize(gemm, k=k, threshold=threshold, step=step, hist=hist, bias=bias, parents=tree)
@@ -153,9 +170,9 @@ def scan(acts, sae: SAE, step, parents=None, batch_rows: int | None = None,
             bar.update(x.shape[0])
     bar.close()
     ptr, q, count = hist.to_csr()
-    stats = FeatureStats(acts.n_rows, hist.active_counts(), ptr, q, count, parents,
+    stats = FeatureStats(stop - start, hist.active_counts(), ptr, q, count, parents,
                          with_parent if parents is not None else None)
-    return stats, err
+    return stats.summed_over_ranks(), err.summed_over_ranks()
 
 
 def report(stats: FeatureStats, err: ErrorStats, step, d_in: int, sae_name: str | None = None) -> DLReport:

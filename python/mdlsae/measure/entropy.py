@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import distributed
 from .codes import SparseCodes
 
 
@@ -94,6 +95,24 @@ class FeatureStats:
 
     def max_q(self) -> int:
         return int(self.hist_q.max()) if len(self.hist_q) else 0
+
+    def summed_over_ranks(self) -> "FeatureStats":
+        """The statistics of all ranks' rows together (each rank holding those of its share):
+        exact integer sums, the histogram in the order one process's would have (by feature,
+        then q). Itself when there is one process."""
+        if not distributed.active():
+            return self
+        d = self.d_sae
+        parts = distributed.gather((self.hist_ptr, self.hist_q, self.hist_count))
+        feature = np.concatenate([np.repeat(np.arange(d, dtype=np.int64), np.diff(p[0])) for p in parts])
+        key, inverse = np.unique((feature << 32) | np.concatenate([p[1] for p in parts]).astype(np.int64),
+                                 return_inverse=True)
+        count = np.zeros(len(key), dtype=np.int64)
+        np.add.at(count, inverse, np.concatenate([p[2] for p in parts]).astype(np.int64))
+        ptr = np.searchsorted(key >> 32, np.arange(d + 1)).astype(np.int64)
+        both = None if self.active_with_parent is None else distributed.sum_int(self.active_with_parent)
+        return FeatureStats(int(distributed.sum_int([self.n_rows])[0]), distributed.sum_int(self.active), ptr,
+                            (key & 0xFFFFFFFF).astype(self.hist_q.dtype), count, self.parents, both)
 
 
 def value_bits_fixed(max_q: int) -> int:

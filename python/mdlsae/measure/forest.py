@@ -27,6 +27,7 @@ from typing import Callable, Iterable
 import numpy as np
 from tqdm.auto import tqdm
 
+from .. import distributed
 from .._native import _C
 from ..budget import budget_bytes, rows_for
 from ..data.acts import as_activations
@@ -97,17 +98,24 @@ def shape_of(parents: np.ndarray, active: np.ndarray, both: np.ndarray) -> dict:
 
 
 def candidate_edges(batches: Callable[[], Iterable[SparseCodes]], n_rows: int, active: np.ndarray,
-                    k: int = DEFAULT_CANDIDATES, progress: bool = False) -> tuple[np.ndarray, ...]:
+                    k: int = DEFAULT_CANDIDATES, progress: bool = False,
+                    over_ranks: bool = False) -> tuple[np.ndarray, ...]:
     """(i, j, bits, both) of the candidate edges over the codes that ``batches()`` yields (read
-    once per feature block; see the module notes), a block's counts in half the memory budget."""
+    once per feature block; see the module notes), a block's counts in half the memory budget.
+    With ``over_ranks`` each rank's ``batches()`` yields its share of the rows and the counts
+    are summed across ranks (``n_rows`` and ``active`` are already those of all rows)."""
     d = len(active)
     block = max(1, min(d, budget_bytes() // (8 * d)))
     parts = []
     bar = tqdm(total=d, unit="feature", unit_scale=True, disable=not progress, desc="pairs")
     for lo in range(0, d, block):
         counter = _C.PairCounter(d, lo, min(d, lo + block))
-        for codes in batches():
-            counter.add(codes.row_ptr, codes.index)
+        with distributed.agreed("counting pairs"):
+            for codes in batches():
+                counter.add(codes.row_ptr, codes.index)
+        if over_ranks and distributed.active():
+            counts = counter.counts()
+            counts[...] = distributed.sum_int(counts)  # each sum is at most n_rows, as one process's count
         parts.append(counter.top_edges(active, n_rows, k))
         del counter
         bar.update(min(d, lo + block) - lo)
@@ -147,7 +155,8 @@ def discover_parents(acts, sae: SAE, step, start: int = 0, stop: int | None = No
     with CodeStore(sae.d_sae, half, spill_dir or tempfile.gettempdir()) as store:
         stats, _ = scan(acts.window(start, stop), sae, step, batch_rows=rows_for(sae.row_bytes(), half),
                         progress=progress, on_codes=store.append)
-        i, j, bits, both = candidate_edges(store.batches, stats.n_rows, stats.active, min(k, sae.d_sae), progress)
+        i, j, bits, both = candidate_edges(store.batches, stats.n_rows, stats.active, min(k, sae.d_sae),
+                                           progress and distributed.is_main(), over_ranks=True)
     return forest_of(sae.d_sae, stats.n_rows, stats.active, i, j, bits, both, len(i))
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..data.acts import as_activations
 from ..measure.codes import SparseCodes, steps_tensor
 from ..measure.entropy import FeatureStats
@@ -91,10 +92,14 @@ class SparseLatents:
         expect(n > 0, f"{acts.name}: no rows to evaluate")
         k, threshold, parents = sae.selection()
         tree = None if parents is None else sae.tree_rule("cpu")
-        xs, counts, cols, vals = [], [], [], []
-        bar = tqdm(total=n, unit="row", unit_scale=True, disable=not progress, desc="encode")
-        with torch.no_grad():
-            for x in acts.batches(batch_rows, stop=n):
+        # under torch.distributed each rank runs the SAE on its share; the latents are gathered
+        # and the step search then runs on every rank alike, as in one process
+        start, stop = distributed.share(n)
+        xs, counts, cols, vals = [], [np.zeros(0, np.int64)], [np.zeros(0, np.int32)], [np.zeros(0, np.float32)]
+        bar = tqdm(total=stop - start, unit="row", unit_scale=True, disable=not (progress and distributed.is_main()),
+                   desc="encode")
+        with torch.no_grad(), distributed.agreed("the encoder pass"):
+            for x in acts.batches(batch_rows, start, stop):
                 r, c, v = select_sparse(sae.pre_acts(x), k, threshold, tree)
                 xs.append(x)
                 counts.append(np.bincount(r.numpy(), minlength=x.shape[0]))
@@ -102,9 +107,11 @@ class SparseLatents:
                 vals.append(v.numpy().astype(np.float32))
                 bar.update(x.shape[0])
         bar.close()
+        parts = distributed.gather(tuple(np.concatenate(a) for a in (counts, cols, vals)))
         row_ptr = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(np.concatenate(counts), out=row_ptr[1:])
-        return cls(torch.cat(xs), row_ptr, np.concatenate(cols), np.concatenate(vals),
+        np.cumsum(np.concatenate([p[0] for p in parts]), out=row_ptr[1:])
+        x = torch.cat(xs) if len(parts) == 1 else acts.rows(0, n)
+        return cls(x, row_ptr, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]),
                    sae.W_dec.detach().float(), sae.b_dec.detach().float())
 
     @property

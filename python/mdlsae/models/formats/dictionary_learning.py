@@ -19,9 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from ...errors import MdlsaeError, expect
+from ...errors import expect
 from ..sae import SAE
 from .common import build, gated_as_jumprelu, read_json, read_torch, scale_latents, take
 
