@@ -2,7 +2,7 @@
 
 Text: English prose not from the standard library: the Vim user manual shipped with vim
 (``/usr/share/vim/vim*/doc/usr_*.txt``, 35 chapters of tutorial prose), with its code examples
-(tab-indented lines), headings and rule lines dropped. Chapters 1-30 are the training text,
+(tab-indented lines), headings and rule lines dropped. The first 30 chapter files are the training text,
 the later ones the held-out text. Three TopK SAEs (different widths / k) are trained on the
 training activations (resid after block 3); on the held-out rows each is measured
 
