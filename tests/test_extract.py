@@ -14,23 +14,7 @@ from mdlsae import MdlsaeError
 from mdlsae.cli import main
 from mdlsae.data.extract import builtin_corpus, resolve_model
 
-TEXT = ("the cat sat on the mat . a dog ran in the park and the cat saw it . "
-        "every morning the sun rose over the quiet town , and the birds sang . ") * 6
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    tf = pytest.importorskip("transformers")
-    path = tmp_path_factory.mktemp("tiny_bert")
-    words = sorted(set(TEXT.split()))
-    (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words) + "\n")
-    tf.BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(path)
-    torch.manual_seed(0)
-    cfg = tf.BertConfig(vocab_size=5 + len(words), hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
-    tf.BertModel(cfg).save_pretrained(path)
-    return path
-
+from conftest import TEXT
 
 def reference_hidden(path, layer, seq_len):
     """hidden_states[layer + 1] of every real token, window by window, without hooks."""

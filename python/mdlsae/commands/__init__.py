@@ -107,3 +107,69 @@ def load_sae(args: argparse.Namespace):
     from ..models.sae import SAE
 
     return SAE.load(args.sae).set_compute_dtype(getattr(args, "dtype", "float32"))
+
+
+def add_metric_arguments(p: argparse.ArgumentParser) -> None:
+    """``--metric`` (MSE, FVU or a downstream loss) and what a downstream loss needs: the model,
+    the site the activations came from, and the tokens they were extracted over."""
+    from ..measure.downstream import METRICS as DOWNSTREAM
+    from ..selection.precision import METRICS
+
+    p.add_argument("--metric", choices=METRICS + DOWNSTREAM, default="mse",
+                   help="loss: mse / fvu of the reconstruction; or run the model with it spliced back in at "
+                        "--layer/--site: ce (increase of next-token cross-entropy, causal LMs with a head), kl "
+                        "(per-token KL of the next-token distributions), embedding (1 - cos of the pooled "
+                        "sentence embedding, e.g. all-MiniLM-L6-v2)")
+    g = p.add_argument_group("downstream metrics (ce, kl, embedding; need mdlsae[lm])")
+    g.add_argument("--model", metavar="PATH_OR_NAME",
+                   help="local Hugging Face model the activations came from (default all-MiniLM-L6-v2)")
+    g.add_argument("--layer", type=int, help="its block the activations came from (as given to mdlsae extract)")
+    g.add_argument("--site", choices=["resid", "mlp_out"], default="resid", help="as given to mdlsae extract")
+    g.add_argument("--tokens", metavar="TOKENS.npy",
+                   help="the token ids mdlsae extract wrote beside the activations (default: ACTS.tokens.npy)")
+    g.add_argument("--text", metavar="FILE", help="or the text the activations were extracted from")
+    g.add_argument("--seq-len", type=positive_int, default=256, help="tokens per window, as given to mdlsae extract")
+    g.add_argument("--max-tokens", type=positive_int, default=8192,
+                   help="measure the downstream loss over the first N tokens (default 8192); every step "
+                        "evaluation is one model pass over them")
+    g.add_argument("--device", default="cpu", help="device the model runs on")
+
+
+def metric_from(args: argparse.Namespace, acts, progress: bool, max_rows: int | None = None):
+    """The metric named by ``add_metric_arguments``'s arguments: its name for MSE/FVU, else the
+    downstream loss over the first ``--max-tokens`` rows of ``acts`` (an Activations; at most
+    ``max_rows``)."""
+    from pathlib import Path
+
+    from ..errors import MdlsaeError, expect
+
+    if args.metric in ("mse", "fvu"):
+        return args.metric
+    import numpy as np
+
+    from ..measure.downstream import downstream_loss
+
+    expect(args.layer is not None, f"--metric {args.metric} needs --layer (the block the activations came from)")
+    expect(not (args.text and args.tokens), "give --tokens or --text, not both")
+    text = tokens = None
+    if args.text:
+        try:
+            text = Path(args.text).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise MdlsaeError(f"cannot read --text {args.text}: {e}") from None
+    else:
+        src = acts.name
+        path = args.tokens or (src[:-4] + ".tokens.npy" if src.endswith(".npy") else None)
+        expect(path is not None and Path(path).is_file(),
+               f"--metric {args.metric} needs the token ids of the activations: "
+               + (f"{path} does not exist" if path else f"{src} is not an .npy with ids beside it")
+               + " (mdlsae extract writes ACTS.tokens.npy); pass --tokens or --text")
+        try:
+            tokens = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise MdlsaeError(f"{path}: not a readable .npy file ({e})") from None
+        expect(len(tokens) == acts.n_rows,
+               f"{path} holds {len(tokens):,} token ids but the activations have {acts.n_rows:,} rows")
+    n = min(args.max_tokens, acts.n_rows, max_rows or acts.n_rows)
+    return downstream_loss(args.metric, args.layer, n, tokens, text, args.model, args.site, args.seq_len,
+                           args.device, progress)

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 
-from . import (add_acts_argument, add_distributed_flag, add_dtype_flag, add_memory_flag, add_progress_flag,
-               load_sae, open_acts, positive_float, show_progress)
+from . import (add_acts_argument, add_distributed_flag, add_dtype_flag, add_memory_flag, add_metric_arguments,
+               add_progress_flag, load_sae, metric_from, open_acts, positive_float, show_progress)
 from ..errors import MdlsaeError
 from ..measure.dl import measure_dl
 from ..models.sae import SAE
@@ -16,11 +16,14 @@ from ..models.sae import SAE
 def add_parser(sub) -> None:
     p = sub.add_parser("dl", help="description length of an SAE's codes of an activation file",
                        description="Encode ACTS with the SAE, quantize the latents with STEP and report "
-                                   "the DL estimate (DESIGN §2) beside L0, MSE, FVU and reference costs.")
+                                   "the DL estimate (DESIGN §2) beside L0, MSE, FVU and reference costs; with "
+                                   "--metric ce|kl|embedding, also the model's loss with the quantized "
+                                   "reconstruction spliced back in.")
     add_acts_argument(p)
     p.add_argument("--sae", required=True, metavar="SAE_DIR", help="SAE directory in the SAELens layout")
     add_step_arguments(p)
     add_parents_argument(p)
+    add_metric_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     add_memory_flag(p)
     add_dtype_flag(p)
@@ -111,5 +114,12 @@ def run(args) -> int:
         forest = own_forest_summary(sae)
     if forest is not None:
         rep.extra["forest"] = forest
+    metric = metric_from(args, acts, progress)
+    if not isinstance(metric, str):  # a downstream loss: the model run with this step's reconstruction
+        from ..selection.precision import Evaluator, SparseLatents
+
+        loss = Evaluator(SparseLatents.from_sae(acts, sae, max_rows=metric.n_rows), metric).evaluate(step).loss
+        metric.close()
+        rep.extra["downstream"] = {"loss": loss, **metric.figures(loss)}
     print(json.dumps(rep.to_dict()) if args.json else rep.table())
     return 0

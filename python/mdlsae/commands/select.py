@@ -7,11 +7,10 @@ import sys
 
 import numpy as np
 
-from . import (add_acts_argument, add_distributed_flag, add_memory_flag, add_progress_flag, open_acts,
-               positive_float, positive_int, show_progress)
+from . import (add_acts_argument, add_distributed_flag, add_memory_flag, add_metric_arguments, add_progress_flag,
+               metric_from, open_acts, positive_float, positive_int, show_progress)
 from .. import distributed
 from ..fileio import atomic_file
-from ..selection.precision import METRICS
 from ..selection.select import CRITERIA, select_sae
 
 
@@ -26,8 +25,6 @@ def add_parser(sub) -> None:
     p.add_argument("--sae", required=True, nargs="+", metavar="DIR", help="candidate SAE directories")
     p.add_argument("--tolerance", required=True, type=positive_float, metavar="EPS",
                    help="largest acceptable loss of the quantized reconstruction")
-    p.add_argument("--metric", choices=METRICS, default="mse",
-                   help="loss: mean squared error per element, or fraction of variance unexplained")
     p.add_argument("--per-feature", action="store_true", help="allocate a quantization step per feature")
     p.add_argument("--criterion", choices=CRITERIA, default="data",
                    help="rank by data bits per row (large-N DL, default) or two-part total bits per row")
@@ -39,6 +36,7 @@ def add_parser(sub) -> None:
                         "at its step), the two-part total paying for the forest")
     p.add_argument("--steps-out", metavar="STEPS.npy", help="save the chosen SAE's step(s) as float32 .npy")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_metric_arguments(p)
     add_memory_flag(p)
     add_distributed_flag(p)
     add_progress_flag(p)
@@ -46,9 +44,12 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    sel = select_sae(open_acts(args), args.sae, args.tolerance, args.metric, args.per_feature, args.criterion,
-                     args.max_rows, args.decoder_bits, progress=show_progress(args),
-                     parents=args.parents)
+    acts, progress = open_acts(args), show_progress(args)
+    metric = metric_from(args, acts, progress, args.max_rows)
+    sel = select_sae(acts, args.sae, args.tolerance, metric, args.per_feature, args.criterion,
+                     args.max_rows, args.decoder_bits, progress=progress, parents=args.parents)
+    if not isinstance(metric, str):
+        metric.close()
     chosen = sel.chosen
     if args.steps_out and chosen is not None and distributed.is_main():
         with atomic_file(args.steps_out) as f:

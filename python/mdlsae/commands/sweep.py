@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 
-from . import add_memory_flag, add_progress_flag, show_progress, positive_float, positive_int
-from ..errors import MdlsaeError
-from ..selection.precision import METRICS
+from . import (add_memory_flag, add_metric_arguments, add_progress_flag, metric_from, positive_float, positive_int,
+               show_progress)
+from ..errors import MdlsaeError, expect
 
 
 def add_parser(sub) -> None:
@@ -25,7 +25,6 @@ def add_parser(sub) -> None:
     p.add_argument("--epochs", type=positive_int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tolerance", required=True, type=positive_float, metavar="EPS")
-    p.add_argument("--metric", choices=METRICS, default="mse")
     p.add_argument("--per-feature", action="store_true", help="also allocate per-feature steps")
     p.add_argument("--max-rows", type=positive_int, help="evaluate on the first N held-out rows only")
     p.add_argument("--parents", choices=["auto"],
@@ -36,6 +35,7 @@ def add_parser(sub) -> None:
     p.add_argument("--image-shape", nargs=2, type=positive_int, metavar=("H", "W"),
                    help="draw decoder rows as H x W images")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    add_metric_arguments(p)
     add_memory_flag(p)
     add_progress_flag(p)
     p.set_defaults(run=run)
@@ -56,11 +56,19 @@ def run(args) -> int:
         if not (args.train and args.eval):
             raise MdlsaeError("sweep needs TRAIN and --eval EVAL activation files (or --mnist DIR)")
         train, evaluate, dataset = args.train, args.eval, args.train
+    progress = show_progress(args)
+    metric = args.metric
+    if metric not in ("mse", "fvu"):
+        from ..data.acts import Activations
+
+        expect(not args.mnist, f"--metric {metric} needs activations of a transformer, not --mnist")
+        metric = metric_from(args, Activations(evaluate), progress, args.max_rows)
     cfg = SweepConfig(widths=args.widths, ks=args.k, tolerance=args.tolerance, architectures=args.arch,
                       metric=args.metric, epochs=args.epochs, seed=args.seed, per_feature=args.per_feature,
                       max_rows=args.max_rows, decoder_precision=args.decoder_bits, parents=args.parents)
-    res = run_sweep(train, evaluate, cfg, args.out, image_shape, dataset,
-                    progress=show_progress(args))
+    res = run_sweep(train, evaluate, cfg, args.out, image_shape, dataset, progress=progress, metric=metric)
+    if not isinstance(metric, str):
+        metric.close()
     print(f"{len(res['candidates'])} SAEs, {args.metric} <= {args.tolerance:g} on {res['eval_rows']:,} held-out rows")
     for b in res["best_per_width"]:
         print(f"  D={b['d_sae']:<6} best k={b['k']:<4} {b['dl_bits_per_row']:9.2f} data bits/row  "

@@ -87,17 +87,23 @@ def resolve_model(name: str | None) -> str:
     return name
 
 
-def load_model(name: str | None, device: str = "cpu"):
-    """(tokenizer, model) from a local directory or the local Hugging Face cache, offline."""
+def load_model(name: str | None, device: str = "cpu", lm_head: bool = False):
+    """(tokenizer, model) from a local directory or the local Hugging Face cache, offline; with
+    ``lm_head``, the causal LM with its output head (for next-token losses)."""
     tf = _lm()
     path = resolve_model(name)
     local = Path(path).is_dir()
     try:
         tok = tf.AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = tf.AutoModel.from_pretrained(path, local_files_only=True)
+        model, info = (tf.AutoModelForCausalLM if lm_head else tf.AutoModel).from_pretrained(
+            path, local_files_only=True, output_loading_info=True)
     except (OSError, ValueError) as e:
         where = "directory" if local else "name (not a directory, and not in the local cache)"
         raise MdlsaeError(f"cannot load model {path!r} from that {where}: {str(e).splitlines()[0]}") from None
+    missing = sorted(info.get("missing_keys") or [])
+    if lm_head and missing:  # e.g. an encoder such as BERT given a freshly initialised head
+        raise MdlsaeError(f"{path} has no trained causal-LM head ({len(missing)} weights missing, e.g. "
+                          f"{missing[0]}); next-token losses need a causal LM with its head")
     return tok, model.to(device).eval()
 
 
@@ -139,7 +145,7 @@ class ExtractResult:
         return self.n_tokens / max(self.seconds, 1e-9)
 
 
-def _windows(text: str, tok, seq_len: int) -> list[tuple[list[int], np.ndarray]]:
+def windows_of_text(text: str, tok, seq_len: int) -> list[tuple[list[int], np.ndarray]]:
     """The text as consecutive windows of at most ``seq_len`` tokens, each with the model's
     special tokens: (input ids, mask of the real-token positions) per window."""
     enc = tok(text, truncation=True, max_length=seq_len, return_overflowing_tokens=True,
@@ -148,6 +154,46 @@ def _windows(text: str, tok, seq_len: int) -> list[tuple[list[int], np.ndarray]]
     if ids and isinstance(ids[0], int):  # a single window comes back unnested
         ids, special = [ids], [special]
     return [(w, ~np.asarray(m, dtype=bool)) for w, m in zip(ids, special)]
+
+
+def windows_of_ids(ids: np.ndarray, tok, seq_len: int) -> list[tuple[list[int], np.ndarray]]:
+    """The windows :func:`_windows` cut the text into, rebuilt from the real-token ids alone
+    (what ``<name>.tokens.npy`` holds): consecutive runs of ``seq_len`` minus the special
+    tokens, each framed by the special tokens the tokenizer puts around one window."""
+    enc = tok("a", return_special_tokens_mask=True)  # one real token: where the specials go
+    frame, special = list(enc["input_ids"]), list(enc["special_tokens_mask"])
+    expect(special.count(0) == 1, f"cannot tell the special tokens of {type(tok).__name__} apart")
+    at = special.index(0)
+    head, tail = frame[:at], frame[at + 1:]
+    step = seq_len - len(head) - len(tail)
+    expect(step >= 1, f"windows of {seq_len} tokens leave no room beside {len(head) + len(tail)} special tokens")
+    out = []
+    for a in range(0, len(ids), step):
+        run = [int(t) for t in ids[a:a + step]]
+        out.append((head + run + tail, np.array([False] * len(head) + [True] * len(run) + [False] * len(tail))))
+    return out
+
+
+def window_length(tok, lm, seq_len: int) -> int:
+    """``seq_len`` capped by the tokenizer's and the model's position limits."""
+    for limit in (getattr(tok, "model_max_length", None), getattr(lm.config, "max_position_embeddings", None)):
+        if isinstance(limit, int) and limit < 10**6:  # tokenizers without a limit report ~1e30
+            seq_len = min(seq_len, limit)
+    return seq_len
+
+
+def pad_batch(batch: list[tuple[list[int], np.ndarray]], pad: int) -> tuple[torch.Tensor, ...]:
+    """(input ids, attention mask, real-token mask) [windows, longest window] of a few windows,
+    right-padded with ``pad``."""
+    width = max(len(w) for w, _ in batch)
+    input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    attn = torch.zeros((len(batch), width), dtype=torch.long)
+    keep = torch.zeros((len(batch), width), dtype=torch.bool)
+    for i, (w, m) in enumerate(batch):
+        input_ids[i, :len(w)] = torch.tensor(w)
+        attn[i, :len(w)] = 1
+        keep[i, :len(w)] = torch.from_numpy(m)
+    return input_ids, attn, keep
 
 
 def extract(text: str, out: str | os.PathLike, layer: int, model: str | None = None, site: str = "resid",
@@ -160,10 +206,7 @@ def extract(text: str, out: str | os.PathLike, layer: int, model: str | None = N
     expect(str(out).endswith(".npy"), f"activations are written as .npy, got {str(out)!r}")
     expect(seq_len >= 4 and batch_size >= 1, "seq_len must be >= 4 and batch_size >= 1")
     tok, lm = load_model(model, device)
-    for limit in (getattr(tok, "model_max_length", None), getattr(lm.config, "max_position_embeddings", None)):
-        if isinstance(limit, int) and limit < 10**6:  # tokenizers without a limit report ~1e30
-            seq_len = min(seq_len, limit)
-    windows = _windows(text, tok, seq_len)
+    windows = windows_of_text(text, tok, window_length(tok, lm, seq_len))
     real = np.cumsum([int(m.sum()) for _, m in windows])
     if max_tokens is not None:
         expect(max_tokens > 0, f"max_tokens must be positive, got {max_tokens}")
@@ -184,15 +227,7 @@ def extract(text: str, out: str | os.PathLike, layer: int, model: str | None = N
         with atomic_file(out) as f, torch.inference_mode(), \
                 tqdm(total=n_tokens, disable=not progress, unit="tok", desc=f"extract layer {layer} {site}") as bar:
             for b in range(0, len(windows), batch_size):
-                batch = windows[b:b + batch_size]
-                width = max(len(w) for w, _ in batch)
-                input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                attn = torch.zeros((len(batch), width), dtype=torch.long)
-                keep = torch.zeros((len(batch), width), dtype=torch.bool)
-                for i, (w, m) in enumerate(batch):
-                    input_ids[i, :len(w)] = torch.tensor(w)
-                    attn[i, :len(w)] = 1
-                    keep[i, :len(w)] = torch.from_numpy(m)
+                input_ids, attn, keep = pad_batch(windows[b:b + batch_size], pad)
                 captured.clear()
                 lm(input_ids=input_ids.to(device), attention_mask=attn.to(device))
                 acts = captured[-1][keep.to(device)].float().cpu()

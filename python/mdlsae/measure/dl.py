@@ -123,6 +123,11 @@ class DLReport:
             bits = f", {fo['model_bits']:,} model bits" if "model_bits" in fo else ""
             rows.append((f"forest ({fo.get('source', 'found here')})",
                          f"{fo['edges']:,} children in {fo['trees']:,} trees{bits}"))
+        if "downstream" in self.extra:  # the model run with the reconstruction spliced back in (dl --metric)
+            ds = self.extra["downstream"]
+            ref = ", ".join(f"{k} {ds[k]:.4g}" for k in ("clean_ce", "zero_ablated", "ce_loss_recovered") if k in ds)
+            rows.append((f"{ds['metric']} (layer {ds['layer']} {ds['site']}, {ds['tokens']:,} tokens)",
+                         f"{ds['loss']:.5g}   (clean model: {ref})"))
         rows += [
             (f"naive L0*(B+log2 D), B={self.value_bits}", f"{self.naive_bits_per_row:.2f} bits/row"),
             ("dense d*B", f"{self.dense_bits_per_row:.0f} bits/row"),

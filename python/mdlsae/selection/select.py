@@ -23,7 +23,8 @@ from ..errors import expect
 from ..measure.dl import DLReport, report
 from .._native import _C
 from ..measure.forest import forest_given, forest_of_codes
-from .precision import Evaluator, Metric, Point, Precision, SparseLatents, effective_precision, rd_curve, resolve_metric
+from .precision import (METRICS, Evaluator, Metric, Point, Precision, SparseLatents, effective_precision, rd_curve,
+                        resolve_metric)
 from ..models.sae import SAE
 from ..measure.twopart import AMORTISATION_ROWS, TwoPartDL
 
@@ -129,6 +130,7 @@ class Selection:
     metric: str
     criterion: str
     candidates: list[Candidate]
+    reference: dict | None = None  # a downstream metric's clean-model figures (measure.downstream)
 
     @property
     def chosen(self) -> Candidate | None:
@@ -137,26 +139,35 @@ class Selection:
 
     def to_dict(self) -> dict:
         c = self.chosen
-        return {"tolerance": self.tolerance, "metric": self.metric, "criterion": self.criterion,
-                "chosen": c.name if c else None, "candidates": [x.to_dict() for x in self.candidates]}
+        out = {"tolerance": self.tolerance, "metric": self.metric, "criterion": self.criterion,
+               "chosen": c.name if c else None, "candidates": [x.to_dict() for x in self.candidates]}
+        if self.reference is not None:
+            out["reference"] = self.reference
+        return out
 
     def table(self) -> str:
         n = self.candidates[0].report.n_rows if self.candidates else 0
         per_feature = any(c.allocation is not None for c in self.candidates)
         forests = any(c.forest is not None for c in self.candidates)
+        fvu = self.metric not in METRICS  # a downstream loss: the FVU beside it
         head = (f"{'SAE':<24} {'D':>6} {'k':>4} {'L0':>6} {'step':>9} {self.metric:>9} {'ok':>3} "
+                + (f"{'FVU':>7} " if fvu else "") +
                 f"{'DL b/row':>9} {'model bits':>11} {'total b/row':>11}" + (f" {'saving':>7}" if per_feature else "")
                 + (f" {'flat DL':>9} {'edges':>6}" if forests else ""))
         lines = [f"tolerance {self.metric} <= {self.tolerance:g} on {n:,} rows; chosen by "
                  f"{'data bits (large-N DL)' if self.criterion == 'data' else 'two-part total at this N'}",
                  head, "-" * len(head)]
+        if self.reference is not None:
+            lines.insert(1, "clean model: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                                        for k, v in self.reference.items()))
         chosen = self.chosen
         for c in self.candidates:
             st = c.report.step
             st = f"{st:.4g}" if isinstance(st, float) else f"~{st['median']:.3g}"
             mark = "*" if c is chosen else " "
             line = (f"{mark}{c.name[-23:]:<23} {c.report.d_sae:>6} {c.sae_cfg['k'] or '-':>4} {c.report.l0:>6.2f} "
-                    f"{st:>9} {c.loss:>9.4g} {'yes' if c.meets else 'no':>3} {c.dl_bits_per_row:>9.2f} "
+                    f"{st:>9} {c.loss:>9.4g} {'yes' if c.meets else 'no':>3} "
+                    + (f"{c.report.fvu:>7.4f} " if fvu else "") + f"{c.dl_bits_per_row:>9.2f} "
                     f"{c.two_part.model_bits:>11,} {c.two_part.total_bits_per_row:>11.2f}")
             if per_feature:
                 line += f" {100 * c.allocation.saving:>6.1f}%" if c.allocation else f" {'-':>7}"
@@ -191,4 +202,4 @@ def select_sae(acts, saes: list[str | os.PathLike] | list[tuple[str, SAE]], tole
                                   progress=False, parents=parents))
         del sae
         _C.trim_memory()  # else each SAE's freed latents stay in the process (glibc fragmentation)
-    return Selection(tolerance, resolve_metric(metric)[0], criterion, cands)
+    return Selection(tolerance, resolve_metric(metric)[0], criterion, cands, getattr(metric, "reference", None))

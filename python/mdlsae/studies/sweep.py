@@ -139,9 +139,10 @@ def csv_row(c: dict) -> dict:
 
 
 def run_sweep(train, evaluate, cfg: SweepConfig, out_dir: str | Path, image_shape: tuple[int, int] | None = None,
-              dataset: str = "", progress: bool = False) -> dict:
+              dataset: str = "", progress: bool = False, metric=None) -> dict:
     """Train (or reuse) every SAE of the grid on ``train``, evaluate each on ``evaluate`` at
-    ``cfg.tolerance``, write ``results.json``, ``results.csv`` and the plots into ``out_dir``."""
+    ``cfg.tolerance``, write ``results.json``, ``results.csv`` and the plots into ``out_dir``.
+    ``metric``: a loss callable named ``cfg.metric`` (e.g. a measure.downstream loss) to use instead."""
     from . import plots  # matplotlib only when plotting
 
     train, evaluate = as_activations(train), as_activations(evaluate)
@@ -155,7 +156,7 @@ def run_sweep(train, evaluate, cfg: SweepConfig, out_dir: str | Path, image_shap
             continue
         name = sae_name(arch, width, k)
         sae = _trained(train, arch, width, k, cfg, out / "saes" / name, progress)
-        cand = evaluate_sae(evaluate, sae, cfg.tolerance, cfg.metric, cfg.per_feature, cfg.max_rows,
+        cand = evaluate_sae(evaluate, sae, cfg.tolerance, metric or cfg.metric, cfg.per_feature, cfg.max_rows,
                             cfg.decoder_precision, name, rd=True, parents=cfg.parents)
         cands.append(cand.to_dict())
         usage[name] = cand.final_point.stats.active
@@ -175,6 +176,8 @@ def run_sweep(train, evaluate, cfg: SweepConfig, out_dir: str | Path, image_shap
                          "examples": crossings[:50]},
         "candidates": cands,
     }
+    if getattr(metric, "reference", None) is not None:
+        results["reference"] = metric.reference
     with atomic_file(out / "results.json") as f:
         f.write(json.dumps(results, indent=1, default=float).encode())
     buf = io.StringIO()
