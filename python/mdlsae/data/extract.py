@@ -224,7 +224,8 @@ def extract(text: str, out: str | os.PathLike, layer: int, model: str | None = N
     token_ids = np.zeros(n_tokens, dtype=np.int32)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     try:
-        with atomic_file(out) as f, torch.inference_mode(), \
+        # both files appear together at the end (an interrupted run leaves neither)
+        with atomic_file(out) as f, atomic_file(tokens_path) as f_tokens, torch.inference_mode(), \
                 tqdm(total=n_tokens, disable=not progress, unit="tok", desc=f"extract layer {layer} {site}") as bar:
             for b in range(0, len(windows), batch_size):
                 input_ids, attn, keep = pad_batch(windows[b:b + batch_size], pad)
@@ -244,8 +245,7 @@ def extract(text: str, out: str | os.PathLike, layer: int, model: str | None = N
                 bar.update(take)
                 if written >= n_tokens:
                     break
+            np.save(f_tokens, token_ids)
     finally:
         handle.remove()
-    with atomic_file(tokens_path) as f:
-        np.save(f, token_ids)
     return ExtractResult(n_tokens, d, time.perf_counter() - t0, out, tokens_path)
