@@ -5,8 +5,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "bind/flat_args.h"
 #include "common/check.h"
 #include "cuda/device.h"
+#include "cuda/rans_codec.h"
 #include "cuda/select_quantize.h"
 
 namespace py = pybind11;
@@ -32,7 +34,7 @@ PYBIND11_MODULE(_C_cuda, m) {
     d["cuda_version"] = MDLSAE_CUDA_VERSION;
     d["cuda_architectures"] = MDLSAE_CUDA_ARCHS;
     d["cuda_runtime"] = mdlsae::cuda::runtime_version();
-    d["cuda_kernels"] = py::make_tuple("select_quantize", "histogram");
+    d["cuda_kernels"] = py::make_tuple("select_quantize", "histogram", "rans_encode");
     d["cuda_max_topk"] = mdlsae::cuda::kMaxTopK;
     return d;
   });
@@ -90,4 +92,19 @@ PYBIND11_MODULE(_C_cuda, m) {
         mdlsae::cuda::throw_step_too_small(a, first_error, stream_of(stream));
       },
       py::arg("args"), py::arg("first_error"), py::arg("stream"));
+
+  // The GPU rANS coder (cuda/rans_codec.h); the same functions as _C.flat, on device buffers.
+  mdlsae::bind::def_flat_coder(
+      m,
+      [](const mdlsae::codec::FlatEncodeArgs& a, int64_t* bound, uintptr_t stream) {
+        mdlsae::cuda::flat_stream_bounds(a, bound, stream_of(stream));
+      },
+      [](const mdlsae::codec::FlatEncodeArgs& a, const int64_t* word_off, uint32_t* words, uint32_t* states,
+         int64_t* n_words, mdlsae::codec::StreamStatus* status, uintptr_t stream) {
+        mdlsae::cuda::flat_encode_streams(a, word_off, words, states, n_words, status, stream_of(stream));
+      },
+      [](const mdlsae::codec::FlatEncodeArgs& a, const int64_t* word_off, const uint32_t* words,
+         const uint32_t* states, const int64_t* n_words, const int64_t* byte_off, uint8_t* out, uintptr_t stream) {
+        mdlsae::cuda::flat_write_streams(a, word_off, words, states, n_words, byte_off, out, stream_of(stream));
+      });
 }

@@ -186,7 +186,7 @@ struct GroupLookup {
   const uint32_t* b;  // b[i]: start of symbol i, 2^28 past the last; b[0] = 0
   // Index of the symbol holding slot (slot < 2^28)
   MDLSAE_CODEC_HD uint32_t index(uint32_t slot) const {
-#if defined(__SSE2__) && !defined(__CUDA_ARCH__)
+#if defined(__SSE2__) && !defined(__CUDACC__)  // same count, SSE2 on the CPU build
     // starts and slots are below 2^31: signed compares; each lane counts -1 per start > slot
     const __m128i v = _mm_set1_epi32(int32_t(slot));
     const auto above = [&](int i) { return _mm_cmpgt_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + i)), v); };

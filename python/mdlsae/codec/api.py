@@ -4,7 +4,10 @@
 entropy model, stored in the header) and keeping the compact codes, then codes row chunks with
 the native rANS coder and writes them as they come; memory stays within the budget
 (mdlsae.budget) for files larger than RAM and dictionaries of any width.
-``decode`` returns the quantized codes (all rows or a row range) and, given the SAE, the
+An SAE on a CUDA device encodes there end to end: the GEMM, the fused select kernel and the
+histograms in the first pass, the GPU rANS coder (``streams``) in the second; only compact codes
+and finished bytes cross to the host, and the file is the CPU's, byte for byte, whenever the
+device's GEMM gives the CPU's pre-activations. ``decode`` returns the quantized codes (all rows or a row range) and, given the SAE, the
 reconstruction. ``inspect`` reports the file's bits beside the entropy estimate.
 
 >>> import torch, tempfile, os
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +38,7 @@ from .._native import _C
 from ..data.acts import as_activations
 from ..measure.codes import SparseCodes, steps_tensor
 from .container import MdlFile, MdlWriter, pack_header
+from .streams import StreamCoder
 from ..measure.entropy import FeatureStats, naive_bits_per_row
 from ..budget import budget_bytes, rows_for
 from ..errors import MdlsaeError, expect
@@ -138,7 +143,9 @@ def encode(acts, sae: SAE, out: str | os.PathLike, step, parents=None, chunk_row
 
     The SAE runs once per row: the first pass counts (the entropy model goes in the header)
     and keeps the codes in a :class:`~mdlsae.measure.store.CodeStore` (half the memory budget
-    in memory, the rest spilled beside ``out``); the second codes them in parallel chunks."""
+    in memory, the rest spilled beside ``out``); the second codes them in parallel chunks, on
+    the SAE's device (the GPU coder runs one thread per stream: give it streams with
+    ``features_per_stream``)."""
     acts = as_activations(acts)
     expect(chunk_rows > 0, f"chunk_rows must be positive, got {chunk_rows}")
     st = steps_tensor(step, sae.d_sae)
@@ -159,21 +166,42 @@ def encode(acts, sae: SAE, out: str | os.PathLike, step, parents=None, chunk_row
         meta["model_bytes"] = len(blob)
         header = pack_header(meta, blob, st.numpy() if per_feature else None)
         n_chunks = -(-acts.n_rows // chunk_rows)
-        group = chunk_rows * max(1, _C.num_threads())  # chunks coded in parallel per call
+        coder = _device_coder(model, sae.W_enc.device, features_per_stream)
+        if coder is None:
+            group = chunk_rows * max(1, _C.num_threads())  # chunks coded in parallel per call
+        else:  # as many chunks per call as the coder's buffers fit in the budget
+            group = chunk_rows * max(1, rows_for(coder.bytes_per_code() * max(1.0, float(stats.active.sum()) /
+                                                                               max(acts.n_rows, 1)), half)
+                                     // chunk_rows)
         bar = tqdm(total=acts.n_rows, unit="row", unit_scale=True, disable=not progress, desc="code")
         with atomic_file(out) as f:
             w = MdlWriter(f, header, n_chunks)
             for start in range(0, acts.n_rows, group):
                 stop = min(start + group, acts.n_rows)
                 codes = store.rows(start, stop)
-                payloads = _C.encode_chunks(model, codes.row_ptr, codes.index, codes.q, chunk_rows,
-                                            int(features_per_stream))
+                if coder is None:
+                    payloads = _C.encode_chunks(model, codes.row_ptr, codes.index, codes.q, chunk_rows,
+                                                int(features_per_stream))
+                else:
+                    payloads = coder.encode(*(torch.from_numpy(a) for a in (codes.row_ptr, codes.index, codes.q)),
+                                            chunk_rows=chunk_rows)
                 for i, p in enumerate(payloads):
                     w.add_chunk(p, min(chunk_rows, stop - start - i * chunk_rows))
                 bar.update(stop - start)
             w.finish()
         bar.close()
     return inspect(out)
+
+
+def _device_coder(model, device: torch.device, features_per_stream: int) -> StreamCoder | None:
+    """The GPU coder for an SAE on a CUDA device, else None (the CPU chunk coder)."""
+    if device.type != "cuda":
+        return None
+    coder = StreamCoder(model, device, features_per_stream)
+    if coder.n_streams == 1:
+        warnings.warn("the GPU coder runs one thread per stream and features_per_stream=0 makes one stream per "
+                      "chunk: pass features_per_stream (e.g. 256) for a fast GPU encode", stacklevel=3)
+    return coder
 
 
 @dataclass

@@ -49,6 +49,36 @@ def add_memory_flag(p: argparse.ArgumentParser) -> None:
                         "environment variable. Peak memory is about the SAE's weights plus this")
 
 
+def add_device_flag(p: argparse.ArgumentParser) -> None:
+    """``--device``: where the SAE runs (read back with :func:`sae_on_device`)."""
+    p.add_argument("--device", default="cpu", metavar="DEVICE",
+                   help="where the SAE's encoder runs: cpu (default), cuda or cuda:N; on a GPU the GEMM, the "
+                        "fused select kernel and the histograms run there (and, for encode, the rANS coder), "
+                        "the batches read from ACTS going to the device once each")
+
+
+def device_from(text: str):
+    """The torch device named by ``--device``, refusing one this machine lacks."""
+    import torch
+
+    from ..errors import MdlsaeError
+
+    try:
+        dev = torch.device(text)
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise MdlsaeError(f"--device must be cpu, cuda or cuda:N, got {text!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise MdlsaeError(f"--device {text}: this torch ({torch.__version__}) sees no CUDA device")
+    return dev
+
+
+def sae_on_device(sae, text: str):
+    """``sae`` moved to the ``--device`` named by ``text``."""
+    return sae.to(device_from(text))
+
+
 def add_threads_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int,
                    help="torch CPU threads (default: torch's choice; 1 is fastest on a busy machine)")

@@ -7,7 +7,8 @@ import sys
 
 import numpy as np
 
-from . import add_acts_argument, add_memory_flag, add_progress_flag, open_acts, positive_float
+from . import (add_acts_argument, add_device_flag, add_memory_flag, add_progress_flag, open_acts, positive_float,
+               sae_on_device)
 from ..errors import MdlsaeError
 from ..measure.dl import measure_dl
 from ..models.sae import SAE
@@ -22,6 +23,7 @@ def add_parser(sub) -> None:
     add_step_arguments(p)
     add_parents_argument(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_device_flag(p)
     add_memory_flag(p)
     add_progress_flag(p)
     p.set_defaults(run=run)
@@ -100,7 +102,7 @@ def load_steps(path: str, d_sae: int) -> np.ndarray:
 
 
 def run(args) -> int:
-    sae = SAE.load(args.sae)
+    sae = sae_on_device(SAE.load(args.sae), args.device)
     step = step_from(args, sae)
     acts, progress = open_acts(args), args.progress and sys.stderr.isatty()
     parents, forest = resolve_parents(args.parents, acts, sae, step, progress)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from . import add_acts_argument, add_memory_flag, add_progress_flag, open_acts, positive_int
+from . import (add_acts_argument, add_device_flag, add_memory_flag, add_progress_flag, open_acts, positive_int,
+               sae_on_device)
 from ..codec.api import DEFAULT_CHUNK_ROWS, encode
 from ..models.sae import SAE
 from .dl import add_parents_argument, add_step_arguments, resolve_parents, step_from
@@ -25,6 +26,11 @@ def add_parser(sub) -> None:
     add_parents_argument(p)
     p.add_argument("--chunk-rows", type=positive_int, default=DEFAULT_CHUNK_ROWS,
                    help=f"rows per independently decodable chunk (default {DEFAULT_CHUNK_ROWS})")
+    p.add_argument("--features-per-stream", type=int, default=0, metavar="F",
+                   help="features per independent rANS stream within a chunk (default 0: one stream per chunk); "
+                        "streams are what the GPU coder runs in parallel (e.g. 256 with --device cuda), at "
+                        "288 bits each")
+    add_device_flag(p)
     p.add_argument("--json", action="store_true", help="print the file summary as JSON")
     add_memory_flag(p)
     add_progress_flag(p)
@@ -32,10 +38,11 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    sae = SAE.load(args.sae)
+    sae = sae_on_device(SAE.load(args.sae), args.device)
     step = step_from(args, sae)
     acts, progress = open_acts(args), args.progress and sys.stderr.isatty()
     parents, _ = resolve_parents(args.parents, acts, sae, step, progress)
-    info = encode(acts, sae, args.output, step, parents=parents, chunk_rows=args.chunk_rows, progress=progress)
+    info = encode(acts, sae, args.output, step, parents=parents, chunk_rows=args.chunk_rows,
+                  features_per_stream=args.features_per_stream, progress=progress)
     print(json.dumps(info.to_dict()) if args.json else info.table())
     return 0

@@ -8,7 +8,8 @@ import sys
 
 import numpy as np
 
-from . import add_acts_argument, add_memory_flag, add_progress_flag, open_acts, positive_float, positive_int
+from . import (add_acts_argument, add_device_flag, add_memory_flag, add_progress_flag, open_acts, positive_float,
+               positive_int, sae_on_device)
 from ..errors import expect
 from ..fileio import atomic_file
 from ..measure.dl import measure_dl
@@ -37,6 +38,7 @@ def add_parser(sub) -> None:
                    help=f"candidate partners kept per feature (default {DEFAULT_CANDIDATES}; d_sae searches "
                         "every pair)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_device_flag(p)
     add_memory_flag(p)
     add_progress_flag(p)
     p.set_defaults(run=run)
@@ -77,7 +79,7 @@ def table(s: dict) -> str:
 
 
 def run(args) -> int:
-    sae = SAE.load(args.sae)
+    sae = sae_on_device(SAE.load(args.sae), args.device)
     step = step_from(args, sae)
     forest, summary = report(open_acts(args), sae, step, args.fit, args.candidates,
                              args.progress and sys.stderr.isatty())

@@ -7,7 +7,8 @@ import sys
 
 import numpy as np
 
-from . import add_acts_argument, add_memory_flag, add_progress_flag, open_acts, positive_float, positive_int
+from . import (add_acts_argument, add_device_flag, add_memory_flag, add_progress_flag, open_acts, positive_float,
+               device_from, positive_int)
 from ..fileio import atomic_file
 from ..selection.precision import METRICS
 from ..selection.select import CRITERIA, select_sae
@@ -37,6 +38,7 @@ def add_parser(sub) -> None:
                         "at its step), the two-part total paying for the forest")
     p.add_argument("--steps-out", metavar="STEPS.npy", help="save the chosen SAE's step(s) as float32 .npy")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_device_flag(p)
     add_memory_flag(p)
     add_progress_flag(p)
     p.set_defaults(run=run)
@@ -45,7 +47,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     sel = select_sae(open_acts(args), args.sae, args.tolerance, args.metric, args.per_feature, args.criterion,
                      args.max_rows, args.decoder_bits, progress=args.progress and sys.stderr.isatty(),
-                     parents=args.parents)
+                     parents=args.parents, device=device_from(args.device))
     chosen = sel.chosen
     if args.steps_out and chosen is not None:
         with atomic_file(args.steps_out) as f:

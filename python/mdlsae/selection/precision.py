@@ -59,7 +59,7 @@ def select_sparse(pre: torch.Tensor, k: int, threshold: np.ndarray | None,
         r, c = torch.nonzero(tree.mask(pre, k), as_tuple=True)
         return r, c, pre[r, c]
     if k <= 0:
-        thr = torch.zeros(()) if threshold is None else torch.from_numpy(threshold).clamp_min(0)
+        thr = torch.zeros(()) if threshold is None else torch.from_numpy(threshold).to(pre.device).clamp_min(0)
         r, c = torch.nonzero(pre > thr, as_tuple=True)
         return r, c, pre[r, c]
     keep = fast_topk_mask(pre, k)
@@ -90,12 +90,13 @@ class SparseLatents:
         n = acts.n_rows if max_rows is None else min(acts.n_rows, max_rows)
         expect(n > 0, f"{acts.name}: no rows to evaluate")
         k, threshold, parents = sae.selection()
-        tree = None if parents is None else sae.tree_rule("cpu")
+        dev = sae.W_enc.device
+        tree = None if parents is None else sae.tree_rule(dev)
         xs, counts, cols, vals = [], [], [], []
         bar = tqdm(total=n, unit="row", unit_scale=True, disable=not progress, desc="encode")
         with torch.no_grad():
-            for x in acts.batches(batch_rows, stop=n):
-                r, c, v = select_sparse(sae.pre_acts(x), k, threshold, tree)
+            for x in acts.batches(batch_rows, stop=n):  # on the SAE's device, the latents back to the host
+                r, c, v = (t.cpu() for t in select_sparse(sae.pre_acts(x.to(dev)), k, threshold, tree))
                 xs.append(x)
                 counts.append(np.bincount(r.numpy(), minlength=x.shape[0]))
                 cols.append(c.numpy().astype(np.int32))
@@ -105,7 +106,7 @@ class SparseLatents:
         row_ptr = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.concatenate(counts), out=row_ptr[1:])
         return cls(torch.cat(xs), row_ptr, np.concatenate(cols), np.concatenate(vals),
-                   sae.W_dec.detach().float(), sae.b_dec.detach().float())
+                   sae.W_dec.detach().float().cpu(), sae.b_dec.detach().float().cpu())
 
     @property
     def n_rows(self) -> int:

@@ -1,0 +1,124 @@
+"""The device rANS coder: codes of many chunks in, their ``.mdl`` chunk payloads out, every
+independent stream (per chunk and per group of ``features_per_stream`` features, DESIGN §3)
+coded at once. The same steps run on a CUDA device (``_C_cuda``: one GPU thread per stream) or
+on the host (``_C.flat``, the host build of the very driver the GPU runs, which the tests hold
+to the CPU chunk coder's bytes). Everything stays on the codes' device: the feature-major
+transposition (a stable sort), the three native steps and the scans between them; the host
+sees one size (for the word buffer), one error check and the finished bytes.
+
+>>> import numpy as np, torch
+>>> from mdlsae._native import _C
+>>> from mdlsae.codec.api import build_model
+>>> from mdlsae.measure.entropy import FeatureStats
+>>> from mdlsae.measure.kernels import Histogram
+>>> hist = Histogram(4)
+>>> ptr, idx, q = np.array([0, 2, 3, 3]), np.array([0, 3, 1], np.int32), np.array([2, 1, 5], np.int32)
+>>> hist.add_codes(idx, q, 3)
+>>> p, hq, hc = hist.to_csr()
+>>> model = build_model(FeatureStats(3, hist.active_counts(), p, hq, hc))
+>>> coder = StreamCoder(model, "cpu", features_per_stream=2)
+>>> coder.encode(torch.from_numpy(ptr), torch.from_numpy(idx), torch.from_numpy(q), chunk_rows=2) == \\
+...     _C.encode_chunks(model, ptr, idx, q, 2, 2)
+True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .._native import _C, _C_cuda
+from ..errors import MdlsaeError, expect
+
+_STATE_WORDS = 8  # codec/rans.h kStateWords: the flushed lane states that open every stream
+
+
+class StreamCoder:
+    """A file's entropy model (``_C.Model``) laid out flat on ``device`` for the stream coder."""
+
+    def __init__(self, model, device, features_per_stream: int = 0):
+        self.device = torch.device(device)
+        expect(self.device.type in ("cpu", "cuda"), f"the stream coder runs on the CPU or a CUDA device, "
+                                                    f"got {self.device}")
+        if self.device.type == "cuda":
+            expect(_C_cuda is not None, "this mdlsae was built without CUDA: encode on the CPU or reinstall "
+                                        "with a CUDA toolkit present")
+        self.backend = _C_cuda if self.device.type == "cuda" else _C.flat
+        flat = model.flat_tables()
+        self.d_sae = int(flat.pop("d_sae"))
+        self.has_children = bool((flat["parent"] >= 0).any())
+        self.tables = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in flat.items()}
+        self.per = self.d_sae if features_per_stream <= 0 else int(features_per_stream)
+        self.n_streams = -(-self.d_sae // self.per)
+        counts = model.counts()
+        self.max_m = int(max(counts["m_main"].max(initial=0), counts["m_off"].max(initial=0)))
+
+    def bytes_per_code(self) -> int:
+        """Device bytes per code while coding: the word buffer's bound (values, and at most
+        2m + 2 symbols per gap, see codec/stream_codec.h), the transposed codes, the sort's keys
+        and the scratch of children."""
+        return 4 * (2 * self.max_m + 3) + 48
+
+    def encode(self, row_ptr: torch.Tensor, index: torch.Tensor, q: torch.Tensor, chunk_rows: int) -> list[bytes]:
+        """Payloads of the chunks of ``chunk_rows`` rows of the CSR codes (row_ptr int64 [rows + 1],
+        index and q int32, on this coder's device): ``_C.encode_chunks``'s bytes."""
+        dev, d = self.device, self.d_sae
+        row_ptr, index, q = (t.to(dev) for t in (row_ptr, index, q))
+        n_rows, nnz = row_ptr.numel() - 1, index.numel()
+        expect(chunk_rows > 0, f"chunk_rows must be positive, got {chunk_rows}")
+        n_chunks = -(-n_rows // chunk_rows)
+        if n_chunks == 0:
+            return []
+        expect(min(chunk_rows, n_rows) < 2**31 - 1, f"a chunk holds {min(chunk_rows, n_rows)} rows, more than 2^31 - 1")
+        i64 = dict(dtype=torch.int64, device=dev)
+        # feature-major per chunk: stable by key (chunk, feature), so rows stay increasing
+        rows = torch.repeat_interleave(torch.arange(n_rows, **i64), row_ptr.diff(), output_size=nnz)
+        chunk = rows // chunk_rows
+        key = chunk * d + index.long()
+        if nnz:
+            lo, hi = torch.stack([index.min(), index.max()]).tolist()
+            expect(lo >= 0 and hi < d, f"codes have features in [{lo}, {hi}], outside [0, {d})")
+        perm = torch.argsort(key, stable=True)
+        col_row = (rows - chunk * chunk_rows)[perm].to(torch.int32)
+        col_q = q[perm].to(torch.int32).contiguous()
+        col_ptr = torch.zeros(n_chunks * d + 1, **i64)
+        col_ptr[1:] = torch.cumsum(torch.bincount(key, minlength=n_chunks * d), 0)
+        scratch = [torch.empty(nnz if self.has_children else 0, dtype=torch.int32, device=dev) for _ in range(2)]
+        args = {k: t.data_ptr() for k, t in self.tables.items()}
+        args.update(d_sae=d, n_chunks=n_chunks, chunk_rows=chunk_rows, total_rows=n_rows, n_streams=self.n_streams,
+                    per=self.per, col_ptr=col_ptr.data_ptr(), col_row=col_row.data_ptr(), col_q=col_q.data_ptr(),
+                    scratch_on=scratch[0].data_ptr(), scratch_off=scratch[1].data_ptr())
+        n = n_chunks * self.n_streams
+        stream = torch.cuda.current_stream(dev).cuda_stream if dev.type == "cuda" else 0
+        bound = torch.empty(n, **i64)
+        self.backend.stream_bounds(args, bound=bound.data_ptr(), stream=stream)
+        word_off = torch.zeros(n + 1, **i64)
+        word_off[1:] = torch.cumsum(bound, 0)
+        words = torch.empty(int(word_off[-1]), dtype=torch.int32, device=dev)  # sync 1: the buffer's size
+        states = torch.empty(n * _STATE_WORDS, dtype=torch.int32, device=dev)
+        n_words = torch.empty(n, **i64)
+        status = torch.empty((n, 3), dtype=torch.int32, device=dev)  # StreamStatus: error, feature, value
+        self.backend.encode_streams(args, word_off=word_off.data_ptr(), words=words.data_ptr(),
+                                    states=states.data_ptr(), n_words=n_words.data_ptr(),
+                                    status=status.data_ptr(), stream=stream)
+        size = 4 * (_STATE_WORDS + n_words)
+        header = 4 * (self.n_streams - 1)  # a chunk's stream lengths, its last stream's excepted
+        ends = torch.cumsum(size, 0)
+        byte_off = ends - size + header * (torch.arange(n, **i64) // self.n_streams + 1)
+        failed = status[:, 0] != 0
+        over = n_words + _STATE_WORDS > bound  # never, or the bound of codec/stream_codec.h is wrong
+        total, n_failed, n_over = torch.stack([ends[-1] + header * n_chunks, failed.sum(), over.sum()]).tolist()
+        if n_over:  # sync 2 (above): the total size and any failure
+            raise RuntimeError(f"internal error: {n_over} streams outgrew their word bound")
+        if n_failed:
+            try:
+                _C.check_stream(*status[int(torch.nonzero(failed)[0])].tolist())
+            except ValueError as e:
+                raise MdlsaeError(str(e)) from None
+        out = torch.empty(total, dtype=torch.uint8, device=dev)
+        self.backend.write_streams(args, word_off=word_off.data_ptr(), words=words.data_ptr(),
+                                   states=states.data_ptr(), n_words=n_words.data_ptr(),
+                                   byte_off=byte_off.data_ptr(), out=out.data_ptr(), stream=stream)
+        begins = (byte_off[::self.n_streams] - header).cpu().tolist() + [total]
+        data = out.cpu().numpy().tobytes()
+        return [data[begins[c]:begins[c + 1]] for c in range(n_chunks)]
