@@ -43,7 +43,7 @@ PYBIND11_MODULE(_C_cuda, m) {
   py::class_<SelectQuantizeArgs>(m, "SelectQuantizeArgs")
       .def(py::init([](uintptr_t pre, int dtype, int64_t rows, int64_t d_sae, int64_t row_stride,
                        int32_t k, uintptr_t threshold, float step, uintptr_t steps,
-                       uintptr_t counts, int32_t dense_cap) {
+                       uintptr_t counts, int32_t dense_cap, uintptr_t bias) {
              MDLSAE_CHECK_ARG(dtype >= 0 && dtype <= 2,
                               "dtype code must be 0 (f32), 1 (f16) or 2 (bf16), got ", dtype);
              SelectQuantizeArgs a;
@@ -58,11 +58,12 @@ PYBIND11_MODULE(_C_cuda, m) {
              a.steps = device_ptr<const float>(steps);
              a.counts = device_ptr<uint32_t>(counts);
              a.dense_cap = dense_cap;
+             a.bias = device_ptr<const float>(bias);
              return a;
            }),
            py::arg("pre"), py::arg("dtype"), py::arg("rows"), py::arg("d_sae"),
            py::arg("row_stride"), py::arg("k"), py::arg("threshold"), py::arg("step"),
-           py::arg("steps"), py::arg("counts"), py::arg("dense_cap"));
+           py::arg("steps"), py::arg("counts"), py::arg("dense_cap"), py::arg("bias") = 0);
 
   m.def(
       "select_quantize_rows",

@@ -145,7 +145,7 @@ def scan(acts, sae: SAE, step, parents=None, batch_rows: int | None = None,
     with torch.no_grad():
         for x in acts.batches(batch_rows):
             x = x.to(sae.W_enc.device, non_blocking=True)
-            gemm, bias = sae.encoder_parts(x, None if buf is None else buf[:x.shape[0]])
+            gemm, bias = sae.encoder_parts(x.to(sae.W_enc.dtype), None if buf is None else buf[:x.shape[0]])
             buf = gemm if buf is None else buf
             codes = select_quantize(gemm, k=k, threshold=threshold, step=step, hist=hist, bias=bias, parents=tree)
             err.add(x, codes.reconstruct(step, sae.W_dec, sae.b_dec))
