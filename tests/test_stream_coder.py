@@ -11,7 +11,7 @@ import torch
 
 from conftest import make_sae
 from mdlsae import MdlsaeError
-from mdlsae._native import _C
+from mdlsae._native import _C, _C_cuda
 from mdlsae.codec import build_model, encode
 from mdlsae.codec.streams import StreamCoder
 from test_codec import random_codes, random_forest, stats_of
@@ -78,6 +78,21 @@ def test_host_driver_refuses_codes_its_model_cannot_code():
         StreamCoder(model, "cpu").encode(t[0], wide, t[2], chunk_rows=16)
 
 
+@pytest.mark.skipif(_C_cuda is None, reason="mdlsae was built without CUDA")
+def test_cuda_coder_is_built_with_the_host_builds_interface():
+    """The CUDA module carries the GPU coder (checked without a device: no streams, no launch)."""
+    assert "rans_encode" in _C_cuda.build_info()["cuda_kernels"]
+    rng = np.random.default_rng(2)
+    codes = random_codes(rng, 10, 4)
+    coder = StreamCoder(build_model(stats_of(codes)), "cpu")
+    args = {k: 0 for k in coder.tables} | dict(d_sae=4, n_chunks=0, chunk_rows=1, total_rows=0, n_streams=1,
+                                               per=4, col_ptr=0, col_row=0, col_q=0, scratch_on=0, scratch_off=0)
+    for m in (_C.flat, _C_cuda):
+        m.stream_bounds(args, bound=0)
+        m.encode_streams(args, word_off=0, words=0, states=0, n_words=0, status=0)
+        m.write_streams(args, word_off=0, words=0, states=0, n_words=0, byte_off=0, out=0)
+
+
 @gpu
 def test_gpu_coder_gives_the_cpu_coders_bytes_on_random_cases():
     rng = np.random.default_rng(16)
@@ -133,6 +148,10 @@ def test_device_flag_refuses_a_missing_device(sae_dir, toy_npy, tmp_path, capsys
         assert "sees no CUDA device" in capsys.readouterr().err
     assert not (tmp_path / "a.mdl").exists()
     assert main(base + ["--device", "cpu", "--features-per-stream", "16"]) == 0
+    for cmd in (["dl", "--step", "0.1"], ["parents", "--step", "0.1"], ["select", "--tolerance", "1"]):
+        assert main([cmd[0], str(toy_npy), "--sae", str(sae_dir), *cmd[1:], "--device", "tpu"]) != 0
+        assert "--device must be cpu, cuda or cuda:N" in capsys.readouterr().err
+        assert main([cmd[0], str(toy_npy), "--sae", str(sae_dir), *cmd[1:], "--device", "cpu", "--json"]) == 0
 
 
 @gpu
