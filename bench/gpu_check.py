@@ -5,7 +5,8 @@ the device and the date:
    and model tables; an SAE whose GEMM is exact in float32 on both, see
    tests/test_stream_coder.py), for topk, jumprelu and relu SAEs, several chunks and streams.
 2. ``coder``: the GPU rANS coder against the CPU chunk coder (all host threads) on the codes of
-   the end-to-end run: bytes identical, non-zeros per second of each.
+   the end-to-end run: bytes identical, codes decoded identical, non-zeros per second of each
+   (encode and decode; the GPU's from and to device memory).
 3. ``encode``: ``mdlsae.codec.encode`` of N random rows (float32 on the host) with a random
    bfloat16 TopK SAE on the GPU (GEMM, fused select kernel, histograms, GPU coder; the CPU's
    part is the framing and the code store), in tokens per second, beside the GEMM alone on rows
@@ -103,13 +104,20 @@ def coder(codes: SparseCodes, stats: FeatureStats, chunk_rows: int, fps: int, re
     dev = [torch.from_numpy(a).to(DEVICE) for a in (codes.row_ptr, codes.index, codes.q)]
     cpu_bytes = _C.encode_chunks(model, codes.row_ptr, codes.index, codes.q, chunk_rows, fps)
     gpu_bytes = gpu.encode(*dev, chunk_rows=chunk_rows)
+    rows = [min(chunk_rows, codes.n_rows - i * chunk_rows) for i in range(len(cpu_bytes))]
+    back = SparseCodes(*(t.cpu().numpy() for t in gpu.decode(cpu_bytes, rows)), codes.d_sae)
     t_gpu = median_time(lambda: gpu.encode(*dev, chunk_rows=chunk_rows), repeats)
     t_cpu = median_time(lambda: _C.encode_chunks(model, codes.row_ptr, codes.index, codes.q, chunk_rows, fps),
                         repeats)
+    t_gpu_dec = median_time(lambda: gpu.decode(cpu_bytes, rows), repeats)
+    t_cpu_dec = median_time(lambda: _C.decode_chunks(model, cpu_bytes, rows, fps), repeats)
+    mnnz = lambda t: round(codes.nnz / t / 1e6, 1)  # noqa: E731
     return {"nnz": codes.nnz, "streams": gpu.n_streams * len(cpu_bytes), "identical": gpu_bytes == cpu_bytes,
-            "payload_bytes": sum(map(len, cpu_bytes)), "gpu_s": round(t_gpu, 4), "cpu_s": round(t_cpu, 4),
-            "cpu_threads": _C.num_threads(), "gpu_Mnnz_s": round(codes.nnz / t_gpu / 1e6, 1),
-            "cpu_Mnnz_s": round(codes.nnz / t_cpu / 1e6, 1)}
+            "decoded_identical": back == codes, "payload_bytes": sum(map(len, cpu_bytes)),
+            "cpu_threads": _C.num_threads(), "gpu_enc_s": round(t_gpu, 4), "cpu_enc_s": round(t_cpu, 4),
+            "gpu_dec_s": round(t_gpu_dec, 4), "cpu_dec_s": round(t_cpu_dec, 4),
+            "gpu_enc_Mnnz_s": mnnz(t_gpu), "cpu_enc_Mnnz_s": mnnz(t_cpu), "gpu_dec_Mnnz_s": mnnz(t_gpu_dec),
+            "cpu_dec_Mnnz_s": mnnz(t_cpu_dec)}
 
 
 def main() -> None:

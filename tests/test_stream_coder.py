@@ -1,5 +1,5 @@
-"""The device rANS coder (mdlsae.codec.streams) writes the CPU chunk coder's bytes. Its host
-build (``_C.flat``: the driver the GPU kernels run, compiled for the CPU, on the same flat
+"""The device rANS coder (mdlsae.codec.streams) writes the CPU chunk coder's bytes and reads them
+back to the CPU decoder's codes. Its host build (``_C.flat``: the driver the GPU kernels run, compiled for the CPU, on the same flat
 arrays) is checked here on every machine; the CUDA kernels and the device encode path where a
 GPU is present (the tests say why they skip otherwise)."""
 
@@ -14,16 +14,25 @@ from mdlsae import MdlsaeError
 from mdlsae._native import _C, _C_cuda
 from mdlsae.codec import build_model, encode
 from mdlsae.codec.streams import StreamCoder
+from mdlsae.measure.codes import SparseCodes
 from test_codec import random_codes, random_forest, stats_of
 from test_cuda_select_quantize import gpu
 
 
 def both(codes, parents, chunk_rows, fps, device="cpu"):
-    """(CPU chunk coder payloads, stream coder payloads) of the same codes and model."""
+    """(CPU chunk coder payloads, stream coder payloads) of the same codes and model; the stream
+    coder's decode of the payloads is checked to give the codes back."""
     model = build_model(stats_of(codes, parents))
     cpu = _C.encode_chunks(model, codes.row_ptr, codes.index, codes.q, chunk_rows, fps)
     t = [torch.from_numpy(a) for a in (codes.row_ptr, codes.index, codes.q)]
-    return cpu, StreamCoder(model, device, fps).encode(*t, chunk_rows=chunk_rows)
+    coder = StreamCoder(model, device, fps)
+    rows = [min(chunk_rows, codes.n_rows - i * chunk_rows) for i in range(len(cpu))]
+    assert decoded(coder, cpu, rows, codes.d_sae) == codes
+    return cpu, coder.encode(*t, chunk_rows=chunk_rows)
+
+
+def decoded(coder, payloads, rows, d_sae) -> SparseCodes:
+    return SparseCodes(*(a.cpu().numpy() for a in coder.decode(payloads, rows)), d_sae)
 
 
 def random_case(rng, case):
@@ -33,7 +42,7 @@ def random_case(rng, case):
     return codes, parents, int(rng.integers(1, 90)), int(rng.integers(0, d + 1))
 
 
-def test_host_driver_gives_the_cpu_coders_bytes_on_random_cases():
+def test_host_driver_gives_the_cpu_coders_bytes_and_codes_on_random_cases():
     rng = np.random.default_rng(16)
     multi = 0
     for case in range(120):
@@ -61,6 +70,40 @@ def test_host_driver_long_gaps(with_parents):
         assert flat == cpu
 
 
+@pytest.mark.parametrize("fps", [0, 3])
+def test_host_decoder_fails_where_the_cpu_decoder_does(fps):
+    """Damaged payloads (bit flips, truncation, an extra word) below the container's checksums:
+    an MdlsaeError wherever the CPU decoder raises, and its codes wherever it does not."""
+    rng = np.random.default_rng(3)
+    parents = random_forest(rng, 20)
+    codes = random_codes(rng, 400, 20, parents)
+    model = build_model(stats_of(codes, parents))
+    payloads = _C.encode_chunks(model, codes.row_ptr, codes.index, codes.q, 150, fps)
+    coder, rows = StreamCoder(model, "cpu", fps), [150, 150, 100]
+    detected = 0
+    for trial in range(150):
+        bad = [bytearray(p) for p in payloads]
+        c = int(rng.integers(0, 3))
+        if trial % 5 == 0:
+            bad[c] = bad[c][: 4 * int(rng.integers(0, len(bad[c]) // 4))]
+        elif trial % 5 == 1:
+            bad[c] += bytes(4)
+        else:
+            bad[c][rng.integers(0, len(bad[c]))] ^= 1 << int(rng.integers(0, 8))
+        bad = [bytes(p) for p in bad]
+        try:
+            want = SparseCodes(*_C.decode_chunks(model, bad, rows, fps), 20)
+        except RuntimeError:
+            with pytest.raises(MdlsaeError, match="damaged"):
+                coder.decode(bad, rows)
+            detected += 1
+            continue
+        assert decoded(coder, bad, rows, 20) == want
+    assert detected > 120
+    with pytest.raises(MdlsaeError, match="whole number of 32-bit words"):
+        coder.decode([payloads[0][:-1], payloads[1], payloads[2]], rows)
+
+
 def test_host_driver_refuses_codes_its_model_cannot_code():
     rng = np.random.default_rng(1)
     codes = random_codes(rng, 50, 6)
@@ -81,20 +124,25 @@ def test_host_driver_refuses_codes_its_model_cannot_code():
 @pytest.mark.skipif(_C_cuda is None, reason="mdlsae was built without CUDA")
 def test_cuda_coder_is_built_with_the_host_builds_interface():
     """The CUDA module carries the GPU coder (checked without a device: no streams, no launch)."""
-    assert "rans_encode" in _C_cuda.build_info()["cuda_kernels"]
+    assert {"rans_encode", "rans_decode"} <= set(_C_cuda.build_info()["cuda_kernels"])
     rng = np.random.default_rng(2)
     codes = random_codes(rng, 10, 4)
     coder = StreamCoder(build_model(stats_of(codes)), "cpu")
     args = {k: 0 for k in coder.tables} | dict(d_sae=4, n_chunks=0, chunk_rows=1, total_rows=0, n_streams=1,
                                                per=4, col_ptr=0, col_row=0, col_q=0, scratch_on=0, scratch_off=0)
+    args |= {k: 0 for k in ("data", "chunk_off", "level_start", "count")}
     for m in (_C.flat, _C_cuda):
         m.stream_bounds(args, bound=0)
         m.encode_streams(args, word_off=0, words=0, states=0, n_words=0, status=0)
         m.write_streams(args, word_off=0, words=0, states=0, n_words=0, byte_off=0, out=0)
+        m.decode_begin(args, states=0)
+        m.decode_level(args, level=0, write=True, states=0)
+        m.decode_end(args, states=0, status=0)
+    assert _C.flat.decode_state_bytes == _C_cuda.decode_state_bytes
 
 
 @gpu
-def test_gpu_coder_gives_the_cpu_coders_bytes_on_random_cases():
+def test_gpu_coder_gives_the_cpu_coders_bytes_and_codes_on_random_cases():
     rng = np.random.default_rng(16)
     for case in range(120):
         codes, parents, chunk, fps = random_case(rng, case)
@@ -163,6 +211,9 @@ def test_gpu_encode_writes_the_cpu_file(tmp_path, toy, arch):
     encode(x, sae, tmp_path / "cpu.mdl", step=0.05, chunk_rows=500, features_per_stream=7)
     encode(x, sae.to("cuda"), tmp_path / "gpu.mdl", step=0.05, chunk_rows=500, features_per_stream=7)
     assert chunks_of(tmp_path / "cpu.mdl") == chunks_of(tmp_path / "gpu.mdl")
+    from mdlsae.codec import decode
+
+    assert decode(tmp_path / "gpu.mdl", sae).codes == decode(tmp_path / "gpu.mdl").codes  # GPU, CPU decoder
 
 
 @gpu

@@ -23,6 +23,30 @@ T* device_ptr(uintptr_t address) {
 
 cudaStream_t stream_of(uintptr_t handle) { return reinterpret_cast<cudaStream_t>(handle); }
 
+// The GPU coder's steps (cuda/rans_codec.h), for bind::def_flat_coder.
+struct CudaFlatCoder {
+  using EA = mdlsae::codec::FlatEncodeArgs;
+  using DA = mdlsae::codec::FlatDecodeArgs;
+  using Status = mdlsae::codec::StreamStatus;
+  using State = mdlsae::codec::DecodeState;
+  static void bounds(const EA& a, int64_t* bound, uintptr_t s) { mdlsae::cuda::flat_stream_bounds(a, bound, stream_of(s)); }
+  static void encode(const EA& a, const int64_t* word_off, uint32_t* words, uint32_t* states, int64_t* n_words,
+                     Status* status, uintptr_t s) {
+    mdlsae::cuda::flat_encode_streams(a, word_off, words, states, n_words, status, stream_of(s));
+  }
+  static void write(const EA& a, const int64_t* word_off, const uint32_t* words, const uint32_t* states,
+                    const int64_t* n_words, const int64_t* byte_off, uint8_t* out, uintptr_t s) {
+    mdlsae::cuda::flat_write_streams(a, word_off, words, states, n_words, byte_off, out, stream_of(s));
+  }
+  static void decode_begins(const DA& a, State* st, uintptr_t s) { mdlsae::cuda::flat_decode_begins(a, st, stream_of(s)); }
+  static void decode_levels(const DA& a, int32_t level, bool write, State* st, uintptr_t s) {
+    mdlsae::cuda::flat_decode_levels(a, level, write, st, stream_of(s));
+  }
+  static void decode_ends(const DA& a, const State* st, Status* status, uintptr_t s) {
+    mdlsae::cuda::flat_decode_ends(a, st, status, stream_of(s));
+  }
+};
+
 }  // namespace
 
 PYBIND11_MODULE(_C_cuda, m) {
@@ -34,7 +58,7 @@ PYBIND11_MODULE(_C_cuda, m) {
     d["cuda_version"] = MDLSAE_CUDA_VERSION;
     d["cuda_architectures"] = MDLSAE_CUDA_ARCHS;
     d["cuda_runtime"] = mdlsae::cuda::runtime_version();
-    d["cuda_kernels"] = py::make_tuple("select_quantize", "histogram", "rans_encode");
+    d["cuda_kernels"] = py::make_tuple("select_quantize", "histogram", "rans_encode", "rans_decode");
     d["cuda_max_topk"] = mdlsae::cuda::kMaxTopK;
     return d;
   });
@@ -95,17 +119,5 @@ PYBIND11_MODULE(_C_cuda, m) {
       py::arg("args"), py::arg("first_error"), py::arg("stream"));
 
   // The GPU rANS coder (cuda/rans_codec.h); the same functions as _C.flat, on device buffers.
-  mdlsae::bind::def_flat_coder(
-      m,
-      [](const mdlsae::codec::FlatEncodeArgs& a, int64_t* bound, uintptr_t stream) {
-        mdlsae::cuda::flat_stream_bounds(a, bound, stream_of(stream));
-      },
-      [](const mdlsae::codec::FlatEncodeArgs& a, const int64_t* word_off, uint32_t* words, uint32_t* states,
-         int64_t* n_words, mdlsae::codec::StreamStatus* status, uintptr_t stream) {
-        mdlsae::cuda::flat_encode_streams(a, word_off, words, states, n_words, status, stream_of(stream));
-      },
-      [](const mdlsae::codec::FlatEncodeArgs& a, const int64_t* word_off, const uint32_t* words,
-         const uint32_t* states, const int64_t* n_words, const int64_t* byte_off, uint8_t* out, uintptr_t stream) {
-        mdlsae::cuda::flat_write_streams(a, word_off, words, states, n_words, byte_off, out, stream_of(stream));
-      });
+  mdlsae::bind::def_flat_coder<CudaFlatCoder>(m);
 }

@@ -71,33 +71,12 @@ Columns to_columns(const CodesView& c, int64_t d) {
   return col;
 }
 
-// The inverse: appends to rows the child's rows, from on[0, n_on) (indices into the parent's
-// rows, rows[pb, pb + np)) and off[0, n_off) (positions among the other rows), in increasing
-// order. off_row is scratch.
-void merge_child_rows(Buffer<int32_t>& rows, int64_t pb, int64_t np, const int32_t* on, int64_t n_on,
-                      const int32_t* off, int64_t n_off, std::vector<int32_t>& off_row) {
+// The inverse: appends to rows the child's rows (see codec::merge_child_rows; off is overwritten).
+void append_child_rows(Buffer<int32_t>& rows, int64_t pb, int64_t np, const int32_t* on, int64_t n_on, int32_t* off,
+                       int64_t n_off) {
   const size_t base = rows.size();
   rows.resize(base + size_t(n_on + n_off));  // before taking pointers into it
-  const int32_t* prow = rows.data() + pb;
-  int32_t* o = rows.data() + base;
-  off_row.resize(size_t(n_off));
-  // The j-th other row is off[j] plus the parent rows before it: those with prow[k] - k <= off[j].
-  for (int64_t j = 0, k = 0; j < n_off;) {
-    const bool parent_first = k < np && prow[k] - k <= off[j];
-    off_row[j] = int32_t(off[j] + k);
-    k += parent_first;
-    j += !parent_first;
-  }
-  int64_t i = 0, j = 0;
-  while (i < n_on && j < n_off) {
-    const int32_t a = prow[on[i]], b = off_row[j];
-    const bool take_on = a < b;
-    *o++ = take_on ? a : b;
-    i += take_on;
-    j += !take_on;
-  }
-  for (; i < n_on; ++i) *o++ = prow[on[i]];
-  for (; j < n_off; ++j) *o++ = off_row[j];
+  merge_child_rows(rows.data() + pb, np, on, n_on, off, n_off, rows.data() + base);
 }
 
 int32_t streams_of(int64_t d, int32_t fps) { return fps <= 0 ? 1 : int32_t((d + fps - 1) / fps); }
@@ -152,7 +131,6 @@ ChunkColumns decode_chunk(const TablesView& t, const DecoderView& dt, int64_t ro
   c.beg.assign(size_t(d), 0);
   c.cnt.assign(size_t(d), 0);
   Buffer<int32_t> on(static_cast<size_t>(rows)), off(static_cast<size_t>(rows));  // room for any sequence
-  std::vector<int32_t> off_row;
   for (int32_t s = 0; s < n_streams; ++s) {
     const uint64_t nw = s + 1 < n_streams ? get_u32(data + 4 * size_t(s)) : (size - at) / 4;
     MDLSAE_CHECK_DATA(nw >= kStateWords && nw <= (size - at) / 4, "stream ", s, " of a chunk overruns the chunk");
@@ -172,7 +150,7 @@ ChunkColumns decode_chunk(const TablesView& t, const DecoderView& dt, int64_t ro
         const int64_t np = c.cnt[p];
         const int64_t n_on = get_gaps(dec, on.data(), np, t.main[f], dt.gap_groups_of(f, 0));
         const int64_t n_off = get_gaps(dec, off.data(), rows - np, t.off[f], dt.gap_groups_of(f, 1));
-        merge_child_rows(c.row, c.beg[p], np, on.data(), n_on, off.data(), n_off, off_row);
+        append_child_rows(c.row, c.beg[p], np, on.data(), n_on, off.data(), n_off);
       }
       const size_t n = c.row.size() - b;
       c.beg[f] = int64_t(b);

@@ -9,7 +9,7 @@ namespace mdlsae::codec {
 namespace {
 
 template <class F>
-void for_streams(const FlatEncodeArgs& a, F&& f) {
+void for_streams(const FlatLayout& a, F&& f) {
   const int64_t n = a.streams();
   parallel_ranges(n, workers_for(n, 1), [&](int, int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) f(i);
@@ -34,6 +34,18 @@ void flat_write_streams(const FlatEncodeArgs& a, const int64_t* word_off, const 
   for_streams(a, [&](int64_t i) {
     flat_write_stream(a, i, words + word_off[i], states + kStateWords * i, n_words[i], byte_off, out);
   });
+}
+
+void flat_decode_begins(const FlatDecodeArgs& a, DecodeState* st) {
+  for_streams(a, [&](int64_t i) { flat_decode_begin(a, i, st + i); });
+}
+
+void flat_decode_levels(const FlatDecodeArgs& a, int32_t level, bool write, DecodeState* st) {
+  for_streams(a, [&](int64_t i) { flat_decode_level(a, i, level, write, st + i); });
+}
+
+void flat_decode_ends(const FlatDecodeArgs& a, const DecodeState* st, StreamStatus* status) {
+  for_streams(a, [&](int64_t i) { flat_decode_end(a, i, st + i, status + i); });
 }
 
 }  // namespace mdlsae::codec

@@ -38,9 +38,16 @@ struct ColumnsView {
   int64_t rows;  // rows of the chunk, < 2^31
 };
 
-// Why a stream could not be encoded (the caller names it: see chunk_codec.cpp).
+// Why a stream could not be encoded or decoded (the caller names it: chunk_codec.h check_stream).
 struct StreamStatus {
-  enum : int32_t { kOk = 0, kActiveButNever = 1, kValueNotInTable = 2 };
+  enum : int32_t {
+    kOk = 0,
+    kActiveButNever = 1,   // encoding: a feature active where its model says never
+    kValueNotInTable = 2,  // encoding: a value its table lacks
+    kBadFraming = 3,       // decoding: stream `feature` overruns its chunk (or the chunk cannot hold the streams)
+    kDamagedValues = 4,    // decoding: feature `feature` decoded active without a value table
+    kUncleanEnd = 5,       // decoding: stream `feature` does not end on the initial states
+  };
   int32_t error = kOk;
   int32_t feature = -1;
   int32_t value = 0;
@@ -210,12 +217,22 @@ MDLSAE_CODEC_HD void write_stream(const uint32_t states[kStateWords], const uint
   for (int64_t i = n_words; i-- > 0; w += 4) put_u32(w, words[i]);
 }
 
-// Writes to pos (room for n_seq entries) the active positions of a sequence of n_seq rows (see
-// GapModel); returns their count. groups: the model's lookups (DecoderView::gap_groups_of).
-MDLSAE_STREAM_HD inline int64_t get_gaps(RansDecoder& dec_io, int32_t* pos, int64_t n_seq, const GapModel& g,
+// Where a decoding pass that only counts sends positions and values (pos[i] = v does nothing).
+struct Discard {
+  struct Slot {
+    MDLSAE_CODEC_HD void operator=(int32_t) const {}
+  };
+  MDLSAE_CODEC_HD Slot operator[](int64_t) const { return {}; }
+};
+
+// Writes to pos (room for n_seq entries; int32_t* or Discard) the active positions of a sequence
+// of n_seq rows (see GapModel); returns their count. groups: the model's lookups
+// (DecoderView::gap_groups_of).
+template <class Pos>
+MDLSAE_STREAM_HD inline int64_t get_gaps(RansDecoder& dec_io, Pos pos, int64_t n_seq, const GapModel& g,
                                          const uint32_t* groups) {
   if (!g.used) return 0;
-  int32_t* out = pos;
+  int64_t count = 0;
   RansDecoder dec = dec_io;  // a local copy stays in registers
   const int32_t m = g.m;
   const GapGroups gg = gap_groups(m);
@@ -258,16 +275,17 @@ MDLSAE_STREAM_HD inline int64_t get_gaps(RansDecoder& dec_io, int32_t* pos, int6
       for (int32_t j = low - 1; j >= 0; --j) r = (r << 1) | dec.get_bit(bit[j]);
       gap += int64_t(r);
     }
-    *out++ = int32_t(cur + gap);
+    pos[count++] = int32_t(cur + gap);
     cur += gap + 1;
   }
   dec_io = dec;
-  return out - pos;
+  return count;
 }
 
-// Decodes the n values of feature f into q.
+// Decodes the n values of feature f into q (int32_t* or Discard).
+template <class Q>
 MDLSAE_STREAM_HD inline void get_values(RansDecoder& dec_io, const TablesView& t, const DecoderView& dt, int32_t f,
-                                        int32_t* q, int64_t n) {
+                                        Q q, int64_t n) {
   RansDecoder dec = dec_io;
   const int64_t vb = t.vptr[f];
   const uint32_t *start = t.start + vb, *freq = t.freq + vb;
@@ -279,6 +297,29 @@ MDLSAE_STREAM_HD inline void get_values(RansDecoder& dec_io, const TablesView& t
     q[e] = sym[i];
   }
   dec_io = dec;
+}
+
+// A child's rows, increasing, to out[0, n_on + n_off): from on[0, n_on) (indices into its
+// parent's rows prow[0, np)) and off[0, n_off) (positions among the other rows; overwritten).
+MDLSAE_CODEC_HD void merge_child_rows(const int32_t* prow, int64_t np, const int32_t* on, int64_t n_on, int32_t* off,
+                                      int64_t n_off, int32_t* out) {
+  // The j-th other row is off[j] plus the parent rows before it: those with prow[k] - k <= off[j].
+  for (int64_t j = 0, k = 0; j < n_off;) {
+    const bool parent_first = k < np && prow[k] - k <= off[j];
+    off[j] = int32_t(off[j] + (parent_first ? 0 : k));  // in place: rewritten only as j moves on
+    k += parent_first;
+    j += !parent_first;
+  }
+  int64_t i = 0, j = 0;
+  while (i < n_on && j < n_off) {
+    const int32_t a = prow[on[i]], b = off[j];
+    const bool take_on = a < b;
+    *out++ = take_on ? a : b;
+    i += take_on;
+    j += !take_on;
+  }
+  for (; i < n_on; ++i) *out++ = prow[on[i]];
+  for (; j < n_off; ++j) *out++ = off[j];
 }
 
 }  // namespace mdlsae::codec

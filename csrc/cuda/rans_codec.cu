@@ -28,7 +28,22 @@ __global__ void write_kernel(FlatEncodeArgs a, const int64_t* word_off, const ui
     codec::flat_write_stream(a, i, words + word_off[i], states + codec::kStateWords * i, n_words[i], byte_off, out);
 }
 
-unsigned blocks_for(const FlatEncodeArgs& a) { return unsigned((a.streams() + kThreads - 1) / kThreads); }
+__global__ void decode_begin_kernel(FlatDecodeArgs a, DecodeState* st) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < a.streams()) codec::flat_decode_begin(a, i, st + i);
+}
+
+__global__ void decode_level_kernel(FlatDecodeArgs a, int32_t level, bool write, DecodeState* st) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < a.streams()) codec::flat_decode_level(a, i, level, write, st + i);
+}
+
+__global__ void decode_end_kernel(FlatDecodeArgs a, const DecodeState* st, StreamStatus* status) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < a.streams()) codec::flat_decode_end(a, i, st + i, status + i);
+}
+
+unsigned blocks_for(const codec::FlatLayout& a) { return unsigned((a.streams() + kThreads - 1) / kThreads); }
 
 }  // namespace
 
@@ -50,6 +65,24 @@ void flat_write_streams(const FlatEncodeArgs& a, const int64_t* word_off, const 
                         cudaStream_t stream) {
   if (a.streams() == 0) return;
   write_kernel<<<blocks_for(a), kThreads, 0, stream>>>(a, word_off, words, states, n_words, byte_off, out);
+  MDLSAE_CUDA_CHECK(cudaGetLastError());
+}
+
+void flat_decode_begins(const FlatDecodeArgs& a, DecodeState* st, cudaStream_t stream) {
+  if (a.streams() == 0) return;
+  decode_begin_kernel<<<blocks_for(a), kThreads, 0, stream>>>(a, st);
+  MDLSAE_CUDA_CHECK(cudaGetLastError());
+}
+
+void flat_decode_levels(const FlatDecodeArgs& a, int32_t level, bool write, DecodeState* st, cudaStream_t stream) {
+  if (a.streams() == 0) return;
+  decode_level_kernel<<<blocks_for(a), kThreads, 0, stream>>>(a, level, write, st);
+  MDLSAE_CUDA_CHECK(cudaGetLastError());
+}
+
+void flat_decode_ends(const FlatDecodeArgs& a, const DecodeState* st, StreamStatus* status, cudaStream_t stream) {
+  if (a.streams() == 0) return;
+  decode_end_kernel<<<blocks_for(a), kThreads, 0, stream>>>(a, st, status);
   MDLSAE_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -219,29 +219,38 @@ def check_sae(f: MdlFile, sae: SAE) -> None:
                           f"given {sae.content_hash()[:16]}…)")
 
 
-def decode_file(f: MdlFile, start: int = 0, stop: int | None = None) -> SparseCodes:
-    """Codes of rows [start, stop) of an open file; only the chunks covering them are read."""
+def decode_file(f: MdlFile, start: int = 0, stop: int | None = None, device=None) -> SparseCodes:
+    """Codes of rows [start, stop) of an open file; only the chunks covering them are read. On a
+    CUDA ``device`` the GPU decoder (``streams``) decodes them; the codes come back as numpy
+    arrays either way."""
     stop = f.n_rows if stop is None else stop
     expect(0 <= start <= stop <= f.n_rows, f"row range [{start}, {stop}) is outside [0, {f.n_rows}]")
     if start == stop:
         return SparseCodes(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int32), f.d_sae)
     c0, c1 = start // f.chunk_rows, -(-stop // f.chunk_rows)
     payloads = [f.read_chunk(i) for i in range(c0, c1)]
-    try:
-        row_ptr, index, q = _C.decode_chunks(f.model, payloads, [f.chunks[i].rows for i in range(c0, c1)],
-                                             int(f.meta["features_per_stream"]))
-    except RuntimeError as e:
-        raise MdlsaeError(f"{f.path}: damaged: {e}") from None
+    rows = [f.chunks[i].rows for i in range(c0, c1)]
+    fps = int(f.meta["features_per_stream"])
+    if device is not None and torch.device(device).type == "cuda":
+        try:
+            row_ptr, index, q = (t.cpu().numpy() for t in StreamCoder(f.model, device, fps).decode(payloads, rows))
+        except MdlsaeError as e:
+            raise MdlsaeError(f"{f.path}: {e}") from None
+    else:
+        try:
+            row_ptr, index, q = _C.decode_chunks(f.model, payloads, rows, fps)
+        except RuntimeError as e:
+            raise MdlsaeError(f"{f.path}: damaged: {e}") from None
     return SparseCodes(row_ptr, index, q, f.d_sae).slice(start - c0 * f.chunk_rows, stop - c0 * f.chunk_rows)
 
 
 def decode(path: str | os.PathLike, sae: SAE | None = None, start: int = 0, stop: int | None = None) -> Decoded:
     """Decode rows [start, stop) of a .mdl file; with ``sae`` (checked by content hash) also
-    reconstruct the activations."""
+    reconstruct the activations, on the SAE's device (where a CUDA SAE's codes are also decoded)."""
     with MdlFile(path) as f:
         if sae is not None:
             check_sae(f, sae)
-        codes = decode_file(f, start, stop)
+        codes = decode_file(f, start, stop, None if sae is None else sae.W_dec.device)
         recon = None
         if sae is not None:
             with torch.no_grad():

@@ -52,9 +52,9 @@ def add_memory_flag(p: argparse.ArgumentParser) -> None:
 def add_device_flag(p: argparse.ArgumentParser) -> None:
     """``--device``: where the SAE runs (read back with :func:`sae_on_device`)."""
     p.add_argument("--device", default="cpu", metavar="DEVICE",
-                   help="where the SAE's encoder runs: cpu (default), cuda or cuda:N; on a GPU the GEMM, the "
-                        "fused select kernel and the histograms run there (and, for encode, the rANS coder), "
-                        "the batches read from ACTS going to the device once each")
+                   help="where the SAE runs: cpu (default), cuda or cuda:N; on a GPU the GEMM, the fused select "
+                        "kernel and the histograms run there (and, for encode and decode, the rANS coder), the "
+                        "batches going to the device once each")
 
 
 def device_from(text: str):
