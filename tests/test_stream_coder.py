@@ -119,6 +119,10 @@ def test_host_driver_refuses_codes_its_model_cannot_code():
     wide[0] = 6
     with pytest.raises(MdlsaeError, match=r"outside \[0, 6\)"):
         StreamCoder(model, "cpu").encode(t[0], wide, t[2], chunk_rows=16)
+    short = t[0].clone()
+    short[-1] -= 1
+    with pytest.raises(MdlsaeError, match="codes are inconsistent"):
+        StreamCoder(model, "cpu").encode(short, t[1], t[2], chunk_rows=16)
 
 
 @pytest.mark.skipif(_C_cuda is None, reason="mdlsae was built without CUDA")

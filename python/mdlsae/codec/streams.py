@@ -81,13 +81,18 @@ class StreamCoder:
             return []
         expect(min(chunk_rows, n_rows) < 2**31 - 1, f"a chunk holds {min(chunk_rows, n_rows)} rows, more than 2^31 - 1")
         i64 = dict(dtype=torch.int64, device=dev)
-        # feature-major per chunk: stable by key (chunk, feature), so rows stay increasing
-        rows = torch.repeat_interleave(torch.arange(n_rows, **i64), row_ptr.diff(), output_size=nnz)
-        chunk = rows // chunk_rows
-        key = chunk * d + index.long()
+        widths = row_ptr.diff()
+        first, last, narrowest = torch.stack([row_ptr[0], row_ptr[-1], widths.min() if n_rows else row_ptr[0]]).tolist()
+        expect(first == 0 and last == nnz and narrowest >= 0 and q.numel() == nnz,
+               f"codes are inconsistent: row_ptr runs from {first} to {last} (decreasing: {narrowest < 0}), index has "
+               f"{nnz} entries, q has {q.numel()}")
         if nnz:
             lo, hi = torch.stack([index.min(), index.max()]).tolist()
             expect(lo >= 0 and hi < d, f"codes have features in [{lo}, {hi}], outside [0, {d})")
+        # feature-major per chunk: stable by key (chunk, feature), so rows stay increasing
+        rows = torch.repeat_interleave(torch.arange(n_rows, **i64), widths, output_size=nnz)
+        chunk = rows // chunk_rows
+        key = chunk * d + index.long()
         perm = torch.argsort(key, stable=True)
         col_row = (rows - chunk * chunk_rows)[perm].to(torch.int32)
         col_q = q[perm].to(torch.int32).contiguous()
