@@ -128,6 +128,19 @@ def test_overflow_histogram_is_exact():
 
 
 @gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [0, 5])
+def test_bias_is_added_as_each_row_is_read(dtype, k):
+    """The encoder bias the GPU kernel adds in float32 as it reads a row (as the CPU kernel does)."""
+    rng = np.random.default_rng(7)
+    pre = random_pre(rng, 33, 700, dtype)
+    bias = rng.normal(size=700).astype(np.float32)
+    (got, got_h, got_rows), (cpu, cpu_h, cpu_rows) = run_both(pre, k=k, step=0.05, bias=bias)
+    assert got == cpu and got_h == cpu_h and got_rows == cpu_rows
+    assert got == select_quantize(pre.float() + torch.from_numpy(bias), k=k, step=0.05)
+
+
+@gpu
 @pytest.mark.parametrize("k", [0, 3])
 def test_step_too_small_matches_cpu_error(k):
     pre = torch.randn(64, 300, generator=torch.Generator().manual_seed(2))

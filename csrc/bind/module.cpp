@@ -12,7 +12,9 @@
 #include <mutex>
 #include <optional>
 
+#include "bind/flat_args.h"
 #include "codec/chunk_codec.h"
+#include "codec/flat_codec.h"
 #include "codec/tables.h"
 #include "common/check.h"
 #include "cpu/cooccur.h"
@@ -82,6 +84,30 @@ const T* feature_vector(const std::optional<py::array_t<T, py::array::c_style | 
                    "], got ndim ", a->ndim(), " size ", a->size());
   return a->data();
 }
+
+// The host build of the device coder's steps (codec/flat_codec.h), for bind::def_flat_coder.
+struct HostFlatCoder {
+  static void bounds(const codec::FlatEncodeArgs& a, int64_t* bound, uintptr_t) { codec::flat_stream_bounds(a, bound); }
+  static void encode(const codec::FlatEncodeArgs& a, const int64_t* word_off, uint32_t* words, uint32_t* states,
+                     int64_t* n_words, codec::StreamStatus* status, uintptr_t) {
+    codec::flat_encode_streams(a, word_off, words, states, n_words, status);
+  }
+  static void write(const codec::FlatEncodeArgs& a, const int64_t* word_off, const uint32_t* words,
+                    const uint32_t* states, const int64_t* n_words, const int64_t* byte_off, uint8_t* out, uintptr_t) {
+    codec::flat_write_streams(a, word_off, words, states, n_words, byte_off, out);
+  }
+  static void decode_begins(const codec::FlatDecodeArgs& a, codec::DecodeState* st, uintptr_t) {
+    codec::flat_decode_begins(a, st);
+  }
+  static void decode_levels(const codec::FlatDecodeArgs& a, int32_t level, bool write, codec::DecodeState* st,
+                            uintptr_t) {
+    codec::flat_decode_levels(a, level, write, st);
+  }
+  static void decode_ends(const codec::FlatDecodeArgs& a, const codec::DecodeState* st, codec::StreamStatus* status,
+                          uintptr_t) {
+    codec::flat_decode_ends(a, st, status);
+  }
+};
 
 std::string compiler() {
 #if defined(__clang__)
@@ -227,6 +253,42 @@ PYBIND11_MODULE(_C, m) {
            })
       .def_property_readonly("d_sae", [](const Model& md) { return md.tables.d_sae; })
       .def_property_readonly("n_rows", [](const Model& md) { return md.tables.n_rows; })
+      // The tables as flat arrays for the device coder's driver (codec/flat_codec.h): integer
+      // arrays, and the GapModel and EncSymbol arrays as their bytes; the encoder's and the
+      // decoder's forms both.
+      .def("flat_tables",
+           [](const Model& md) {
+             const auto& t = md.tables;
+             const auto& e = md.encoder();
+             const auto bytes_of = [](const auto& v) {
+               const auto* p = reinterpret_cast<const uint8_t*>(v.data());
+               return to_numpy(std::vector<uint8_t>(p, p + v.size() * sizeof(v[0])));
+             };
+             py::dict d;
+             d["d_sae"] = t.d_sae;
+             d["parent"] = to_numpy(std::vector<int32_t>(t.parent));
+             d["order"] = to_numpy(std::vector<int32_t>(t.order));
+             d["main"] = bytes_of(t.main);
+             d["off"] = bytes_of(t.off);
+             d["vptr"] = to_numpy(std::vector<int64_t>(t.vptr));
+             d["sym"] = to_numpy(std::vector<int32_t>(t.sym));
+             d["start"] = to_numpy(std::vector<uint32_t>(t.start));
+             d["freq"] = to_numpy(std::vector<uint32_t>(t.freq));
+             d["gap_ptr"] = to_numpy(std::vector<int64_t>(e.gap_ptr));
+             d["gap_sym"] = bytes_of(e.gap_sym);
+             d["val_sym"] = bytes_of(e.val_sym);
+             d["qmap_ptr"] = to_numpy(std::vector<int64_t>(e.qmap_ptr));
+             d["q_lo"] = to_numpy(std::vector<int32_t>(e.q_lo));
+             d["qmap"] = to_numpy(std::vector<int32_t>(e.qmap));
+             d["q_span"] = to_numpy(std::vector<int64_t>(e.q_span));
+             const auto& dt = md.decoder();
+             d["lut_ptr"] = to_numpy(std::vector<int64_t>(dt.lut_ptr));
+             d["lut"] = to_numpy(std::vector<int32_t>(dt.lut));
+             d["lut_shift"] = to_numpy(std::vector<uint8_t>(dt.lut_shift));
+             d["dec_gap_ptr"] = to_numpy(std::vector<int64_t>(dt.gap_ptr));
+             d["gap_bounds"] = to_numpy(std::vector<uint32_t>(dt.gap_bounds));
+             return d;
+           })
       .def("counts", [](const Model& md) {
         const auto& c = md.counts;
         py::dict d;
@@ -285,6 +347,15 @@ PYBIND11_MODULE(_C, m) {
         return py::make_tuple(to_numpy(std::move(c.row_ptr)), to_numpy(std::move(c.index)), to_numpy(std::move(c.q)));
       },
       py::arg("model"), py::arg("payloads"), py::arg("rows"), py::arg("features_per_stream") = 0);
+
+  m.def(
+      "check_stream",
+      [](int32_t error, int32_t feature, int32_t value) { codec::check_stream({error, feature, value}); },
+      py::arg("error"), py::arg("feature"), py::arg("value"),
+      "Raises ValueError naming why a stream failed to encode (a StreamStatus of the device coder)");
+  // The host build of the device coder's driver: the GPU's steps, run here (mdlsae.codec.streams).
+  py::module_ flat = m.def_submodule("flat", "host build of the device rANS coder's driver");
+  bind::def_flat_coder<HostFlatCoder>(flat);
 
   m.def(
       "select_quantize",

@@ -1,20 +1,20 @@
 // The chunk coder (see chunk_codec.h). Chunk payload: for every stream but the last, its length
 // in 32-bit words (u32); then the streams' words (little-endian), the last one running to the
 // end of the chunk. A stream opens with the encoder's final lane states; the decoder must end
-// exactly on the initial states, which catches damage that slipped past the checksum.
+// exactly on the initial states, which catches damage that slipped past the checksum. The
+// per-stream coding is stream_codec.h's (shared with the GPU); this file frames and transposes.
 #include "codec/chunk_codec.h"
 
 #include <algorithm>
 #include <climits>
 
 #include "codec/rans.h"
+#include "codec/stream_codec.h"
 #include "common/check.h"
 #include "cpu/parallel.h"
 
 namespace mdlsae::codec {
 namespace {
-
-using Encoder = RansEncoder;
 
 // Room for `puts` more symbols (each emits at most one word) in the stream's word buffer.
 // Takes and returns the write position by value: the encoder's states must never have their
@@ -25,148 +25,13 @@ __attribute__((noinline)) uint32_t* grow_words(std::vector<uint32_t>& words, uin
   return words.data() + used;
 }
 
-inline uint32_t* reserve_puts(std::vector<uint32_t>& words, uint32_t* out, int64_t puts) {
-  return out + puts <= words.data() + words.size() ? out : grow_words(words, out, puts);
-}
-
-// Puts, in reverse coding order, the active positions pos[0, n) (strictly increasing, < n_seq)
-// of a sequence of n_seq rows and its end, as GapModel describes. sym: the model's grouped
-// symbols (gap_intervals' order).
-void put_gaps_reverse(Encoder& enc_io, std::vector<uint32_t>& words, const int32_t* pos, int64_t n, int64_t n_seq,
-                      const GapModel& g, const EncSymbol* sym, int32_t feature) {
-  if (!g.used) {
-    MDLSAE_CHECK_ARG(n == 0, "feature ", feature, " is active in this chunk but its model says never");
-    return;
+// The CPU's Room (see stream_codec.h): the stream's word buffer grows as needed.
+struct GrowingWords {
+  std::vector<uint32_t>& words;
+  uint32_t* operator()(uint32_t* out, int64_t puts) {
+    return out + puts <= words.data() + words.size() ? out : grow_words(words, out, puts);
   }
-  const int32_t m = g.m;
-  const GapGroups gg = gap_groups(m);
-  Encoder enc = enc_io;  // a local copy keeps the lane states in registers
-  const EncSymbol cont = sym[gg.head_symbols() - 1];
-  const EncSymbol* low = sym + gg.head_symbols();
-  // binary decisions come only in a sequence's last, partial block (a few per feature and
-  // chunk): coded with a division rather than stored
-  const auto binary = [&](uint32_t f1, bool one) {
-    const uint32_t s0 = RansDecoder::BitSplit::of(f1).s0;
-    one ? enc.put_exact(s0, f1) : enc.put_exact(0, s0);
-  };
-  // The gap `gap` when rem rows are left; gap == rem codes the end of the sequence.
-  const auto put_gap = [&](int64_t gap, int64_t rem) {
-    const int64_t tf = rem >> m;  // whole blocks
-    enc.out = reserve_puts(words, enc.out, (gap >> m) + 2 * m + 2);  // continues, then at most 2m + 1 decisions
-    if ((gap >> m) < tf) {
-      uint64_t r = uint64_t(gap) & ((uint64_t(1) << m) - 1);
-      for (int32_t i = gg.low_groups - 1; i >= 0; --i, r >>= kGroupBits)
-        enc.put(low[(int64_t(i) << kGroupBits) + (r & ((1u << kGroupBits) - 1))]);
-      enc.put(sym[r]);  // stop and the top bits
-      for (int64_t t = gap >> m; t > 0; --t) enc.put(cont);
-      return;
-    }
-    // In the partial block: decisions on the digits of remp down to the first one where the
-    // offset has a 0 (the highest bit where they differ; none at the end), then the low bits.
-    const uint64_t off = uint64_t(gap - (tf << m)), remp = uint64_t(rem - (tf << m));
-    int32_t k0 = 0;
-    if (off < remp) {
-      const int32_t ks = 63 - __builtin_clzll(remp ^ off);
-      uint64_t r = off;
-      for (int32_t j = 0; j < ks; ++j, r >>= 1) binary(g.bit1[j], r & 1);
-      binary(g.empty[ks], false);
-      k0 = ks + 1;
-    }
-    for (int32_t k = k0; k < m; ++k)
-      if ((remp >> k) & 1) binary(g.empty[k], true);
-    for (int64_t t = tf; t > 0; --t) enc.put(cont);
-  };
-  const int64_t last = n ? int64_t(pos[n - 1]) + 1 : 0;
-  put_gap(n_seq - last, n_seq - last);
-  for (int64_t k = n - 1; k >= 0; --k) {
-    const int64_t cur = k ? int64_t(pos[k - 1]) + 1 : 0;
-    put_gap(pos[k] - cur, n_seq - cur);
-  }
-  enc_io = enc;
-}
-
-// Puts, in reverse coding order, the values q[0, n) of feature f.
-void put_values_reverse(Encoder& enc_io, std::vector<uint32_t>& words, const CodecTables& t, const EncoderTables& et,
-                        int32_t f, const int32_t* q, int64_t n) {
-  enc_io.out = reserve_puts(words, enc_io.out, n);
-  Encoder enc = enc_io;
-  const EncSymbol* sym = et.val_sym.data() + t.vptr[f];
-  for (int64_t e = n - 1; e >= 0; --e) {
-    const int64_t i = et.value_index(t, f, q[e]);
-    MDLSAE_CHECK_ARG(i >= 0, "value ", q[e], " of feature ", f, " is not in its value table");
-    enc.put(sym[i]);
-  }
-  enc_io = enc;
-}
-
-// Writes to pos (room for n_seq entries) the active positions of a sequence of n_seq rows (see
-// GapModel); returns their count. groups: the model's lookups (DecoderTables::gap_groups_of).
-int64_t get_gaps(RansDecoder& dec_io, int32_t* pos, int64_t n_seq, const GapModel& g, const uint32_t* groups) {
-  if (!g.used) return 0;
-  int32_t* out = pos;
-  RansDecoder dec = dec_io;  // a local copy stays in registers
-  const int32_t m = g.m;
-  const GapGroups gg = gap_groups(m);
-  const uint32_t cont_index = uint32_t(gg.head_symbols() - 1);
-  RansDecoder::BitSplit bit[kMaxGapBits], empty[kMaxGapBits];
-  for (int32_t j = 0; j < m; ++j) {
-    bit[j] = RansDecoder::BitSplit::of(g.bit1[j]);
-    empty[j] = RansDecoder::BitSplit::of(g.empty[j]);
-  }
-  // One grouped symbol: its index, the stream advanced past it.
-  const auto get_group = [&](const uint32_t* b) {
-    const uint32_t i = GroupLookup{b}.index(dec.slot());
-    dec.advance(b[i], b[i + 1] - b[i]);
-    return i;
-  };
-  int64_t cur = 0;
-  while (cur < n_seq) {
-    const int64_t rem = n_seq - cur, tf = rem >> m;
-    int64_t t = 0;
-    uint32_t head = cont_index;
-    while (t < tf && (head = get_group(groups)) == cont_index) ++t;
-    int64_t gap = t << m;
-    if (t < tf) {  // stopped in a whole block: the top bits, then the low groups
-      uint64_t r = head;
-      for (int32_t i = 1; i <= gg.low_groups; ++i) r = (r << kGroupBits) | get_group(groups + i * kGroupStride);
-      gap += int64_t(r);
-    } else {  // the partial block: one decision per binary digit of what is left
-      const int64_t remp = rem - gap;
-      int32_t low = -1;
-      for (int32_t k = m - 1; k >= 0; --k) {
-        if (!((remp >> k) & 1)) continue;
-        if (!dec.get_bit(empty[k])) {
-          low = k;
-          break;
-        }
-        gap += int64_t(1) << k;
-      }
-      if (low < 0) break;  // the end of the sequence
-      uint64_t r = 0;
-      for (int32_t j = low - 1; j >= 0; --j) r = (r << 1) | dec.get_bit(bit[j]);
-      gap += int64_t(r);
-    }
-    *out++ = int32_t(cur + gap);
-    cur += gap + 1;
-  }
-  dec_io = dec;
-  return out - pos;
-}
-
-// Decodes the n values of feature f into q.
-void get_values(RansDecoder& dec_io, const CodecTables& t, const DecoderTables& dt, int32_t f, int32_t* q, int64_t n) {
-  RansDecoder dec = dec_io;
-  const int64_t vb = t.vptr[f];
-  const uint32_t *start = t.start.data() + vb, *freq = t.freq.data() + vb;
-  const int32_t* sym = t.sym.data() + vb;
-  const DecoderTables::Lookup lut = dt.lookup(f);
-  for (int64_t e = 0; e < n; ++e) {
-    const int64_t i = lut.index(start, dec.slot());
-    dec.advance(start[i], freq[i]);
-    q[e] = sym[i];
-  }
-  dec_io = dec;
-}
+};
 
 // Transposing scatters write each entry as one 8-byte (low, high) pair, then split the pairs
 // sequentially: half the random stores of writing two arrays.
@@ -206,105 +71,39 @@ Columns to_columns(const CodesView& c, int64_t d) {
   return col;
 }
 
-// Splits a child's rows into positions among its parent's rows (on) and among the other rows
-// (off). A merge that advances by flags, not branches: which list moves next is data that no
-// predictor guesses.
-void split_by_parent(const int32_t* child, int64_t nc, const int32_t* par, int64_t np, std::vector<int32_t>& on,
-                     std::vector<int32_t>& off) {
-  on.resize(size_t(nc));
-  off.resize(size_t(nc));
-  int64_t i = 0, j = 0, n_on = 0, n_off = 0;
-  while (i < nc) {
-    const int32_t c = child[i], p = j < np ? par[j] : INT32_MAX;
-    const bool before = p < c, same = p == c;
-    on[n_on] = int32_t(j);
-    off[n_off] = int32_t(c - j);  // rows before it that are not the parent's
-    n_on += same;
-    n_off += !(before | same);
-    i += !before;
-    j += before | same;
-  }
-  on.resize(size_t(n_on));
-  off.resize(size_t(n_off));
-}
-
-// The inverse: appends to rows the child's rows, from on[0, n_on) (indices into the parent's
-// rows, rows[pb, pb + np)) and off[0, n_off) (positions among the other rows), in increasing
-// order. off_row is scratch.
-void merge_child_rows(Buffer<int32_t>& rows, int64_t pb, int64_t np, const int32_t* on, int64_t n_on,
-                      const int32_t* off, int64_t n_off, std::vector<int32_t>& off_row) {
+// The inverse: appends to rows the child's rows (see codec::merge_child_rows; off is overwritten).
+void append_child_rows(Buffer<int32_t>& rows, int64_t pb, int64_t np, const int32_t* on, int64_t n_on, int32_t* off,
+                       int64_t n_off) {
   const size_t base = rows.size();
   rows.resize(base + size_t(n_on + n_off));  // before taking pointers into it
-  const int32_t* prow = rows.data() + pb;
-  int32_t* o = rows.data() + base;
-  off_row.resize(size_t(n_off));
-  // The j-th other row is off[j] plus the parent rows before it: those with prow[k] - k <= off[j].
-  for (int64_t j = 0, k = 0; j < n_off;) {
-    const bool parent_first = k < np && prow[k] - k <= off[j];
-    off_row[j] = int32_t(off[j] + k);
-    k += parent_first;
-    j += !parent_first;
-  }
-  int64_t i = 0, j = 0;
-  while (i < n_on && j < n_off) {
-    const int32_t a = prow[on[i]], b = off_row[j];
-    const bool take_on = a < b;
-    *o++ = take_on ? a : b;
-    i += take_on;
-    j += !take_on;
-  }
-  for (; i < n_on; ++i) *o++ = prow[on[i]];
-  for (; j < n_off; ++j) *o++ = off_row[j];
+  merge_child_rows(rows.data() + pb, np, on, n_on, off, n_off, rows.data() + base);
 }
 
 int32_t streams_of(int64_t d, int32_t fps) { return fps <= 0 ? 1 : int32_t((d + fps - 1) / fps); }
 
-void put_u32(uint8_t* at, uint32_t v) {
-  for (int i = 0; i < 4; ++i) at[i] = uint8_t(v >> (8 * i));
-}
-
-uint32_t get_u32(const uint8_t* p) {
-  return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
-}
-
 // One chunk's payload: per stream, the features of its range walked in reverse coding order.
-std::vector<uint8_t> encode_chunk(const CodecTables& t, const EncoderTables& et, const CodesView& codes,
+std::vector<uint8_t> encode_chunk(const TablesView& t, const EncoderView& e, bool any_child, const CodesView& codes,
                                   int32_t fps) {
   const int64_t d = t.d_sae;
   MDLSAE_CHECK_ARG(codes.rows <= kMaxChunkRows, "a chunk holds ", codes.rows, " rows, more than ", kMaxChunkRows);
   const Columns col = to_columns(codes, d);
+  const ColumnsView cv{col.ptr.data(), col.row.data(), col.q.data(), codes.rows};
   const int32_t n_streams = streams_of(d, fps);
   const int64_t per = fps <= 0 ? d : fps;
   std::vector<uint8_t> out(4 * size_t(n_streams - 1), 0);
-  std::vector<int32_t> on, off;
+  Buffer<int32_t> on(any_child ? col.row.size() : 0), off(on.size());
   std::vector<uint32_t> words(col.row.size() + 64);
   for (int32_t s = 0; s < n_streams; ++s) {
-    Encoder enc{words.data()};
-    for (int64_t oi = std::min(d, (s + 1) * per) - 1; oi >= s * per; --oi) {
-      const int32_t f = t.order[oi];
-      const int64_t b = col.ptr[f], n = col.ptr[f + 1] - b;
-      put_values_reverse(enc, words, t, et, f, col.q.data() + b, n);
-      const EncSymbol* main_sym = et.gap_sym.data() + et.gap_ptr[2 * f];
-      const int32_t p = t.parent[f];
-      if (p < 0) {
-        put_gaps_reverse(enc, words, col.row.data() + b, n, codes.rows, t.main[f], main_sym, f);
-      } else {
-        const int64_t pb = col.ptr[p], np = col.ptr[p + 1] - pb;
-        split_by_parent(col.row.data() + b, n, col.row.data() + pb, np, on, off);
-        put_gaps_reverse(enc, words, off.data(), int64_t(off.size()), codes.rows - np, t.off[f],
-                         et.gap_sym.data() + et.gap_ptr[2 * f + 1], f);
-        put_gaps_reverse(enc, words, on.data(), int64_t(on.size()), np, t.main[f], main_sym, f);
-      }
-    }
+    RansEncoder enc{words.data()};
+    GrowingWords room{words};
+    check_stream(encode_stream(enc, room, t, e, cv, s * per, std::min(d, (s + 1) * per), on.data(), off.data()));
     const size_t n_words = size_t(enc.out - words.data());
     const size_t at = out.size(), nw = kStateWords + n_words;
     MDLSAE_CHECK_ARG(nw < UINT32_MAX, "a stream of ", nw, " words is too long; use smaller chunks");
     out.resize(at + 4 * nw);
     uint32_t states[kStateWords];
     enc.flush(states);
-    for (int i = 0; i < kStateWords; ++i) put_u32(&out[at + 4 * i], states[i]);
-    uint8_t* w = &out[at + 4 * kStateWords];
-    for (size_t i = n_words; i-- > 0; w += 4) put_u32(w, words[i]);
+    write_stream(states, words.data(), int64_t(n_words), &out[at]);
     if (s + 1 < n_streams) put_u32(&out[4 * size_t(s)], uint32_t(nw));
   }
   return out;
@@ -319,7 +118,7 @@ struct ChunkColumns {
 
 // Throws std::runtime_error naming the problem when the bytes are not a valid chunk for these
 // tables (damaged or foreign data); never reads outside [data, data + size).
-ChunkColumns decode_chunk(const CodecTables& t, const DecoderTables& dt, int64_t rows, const uint8_t* data,
+ChunkColumns decode_chunk(const TablesView& t, const DecoderView& dt, int64_t rows, const uint8_t* data,
                           size_t size, int32_t fps) {
   const int64_t d = t.d_sae;
   MDLSAE_CHECK_DATA(rows >= 0 && rows <= kMaxChunkRows, "chunk of ", rows, " rows");
@@ -332,7 +131,6 @@ ChunkColumns decode_chunk(const CodecTables& t, const DecoderTables& dt, int64_t
   c.beg.assign(size_t(d), 0);
   c.cnt.assign(size_t(d), 0);
   Buffer<int32_t> on(static_cast<size_t>(rows)), off(static_cast<size_t>(rows));  // room for any sequence
-  std::vector<int32_t> off_row;
   for (int32_t s = 0; s < n_streams; ++s) {
     const uint64_t nw = s + 1 < n_streams ? get_u32(data + 4 * size_t(s)) : (size - at) / 4;
     MDLSAE_CHECK_DATA(nw >= kStateWords && nw <= (size - at) / 4, "stream ", s, " of a chunk overruns the chunk");
@@ -352,7 +150,7 @@ ChunkColumns decode_chunk(const CodecTables& t, const DecoderTables& dt, int64_t
         const int64_t np = c.cnt[p];
         const int64_t n_on = get_gaps(dec, on.data(), np, t.main[f], dt.gap_groups_of(f, 0));
         const int64_t n_off = get_gaps(dec, off.data(), rows - np, t.off[f], dt.gap_groups_of(f, 1));
-        merge_child_rows(c.row, c.beg[p], np, on.data(), n_on, off.data(), n_off, off_row);
+        append_child_rows(c.row, c.beg[p], np, on.data(), n_on, off.data(), n_off);
       }
       const size_t n = c.row.size() - b;
       c.beg[f] = int64_t(b);
@@ -390,10 +188,13 @@ std::vector<std::vector<uint8_t>> encode_chunks(const CodecTables& t, const Enco
                    "], got ", chunk_rows);
   const int64_t n_chunks = (codes.rows + chunk_rows - 1) / chunk_rows;
   std::vector<std::vector<uint8_t>> out(static_cast<size_t>(n_chunks));
+  const TablesView tv = t.view();
+  const EncoderView ev = et.view();
   parallel_ranges(n_chunks, workers_for(n_chunks, 1), [&](int, int64_t b, int64_t e) {
     for (int64_t c = b; c < e; ++c) {
       const int64_t r0 = c * chunk_rows, r1 = std::min(codes.rows, r0 + chunk_rows);
-      out[c] = encode_chunk(t, et, CodesView{r1 - r0, codes.row_ptr + r0, codes.index, codes.q}, fps);
+      out[c] = encode_chunk(tv, ev, !t.off.empty(), CodesView{r1 - r0, codes.row_ptr + r0, codes.index, codes.q},
+                            fps);
     }
   });
   return out;
@@ -403,9 +204,11 @@ CodesOut decode_chunks(const CodecTables& t, const DecoderTables& dt, const std:
                        int32_t fps) {
   std::vector<ChunkColumns> parts(chunks.size());
   const int64_t n = int64_t(chunks.size());
+  const TablesView tv = t.view();
+  const DecoderView dv = dt.view();
   const int workers = workers_for(n, 1);
   parallel_ranges(n, workers, [&](int, int64_t b, int64_t e) {
-    for (int64_t c = b; c < e; ++c) parts[c] = decode_chunk(t, dt, chunks[c].rows, chunks[c].data, chunks[c].size, fps);
+    for (int64_t c = b; c < e; ++c) parts[c] = decode_chunk(tv, dv, chunks[c].rows, chunks[c].data, chunks[c].size, fps);
   });
   std::vector<int64_t> row0(size_t(n) + 1, 0), nnz0(size_t(n) + 1, 0);
   for (int64_t c = 0; c < n; ++c) {

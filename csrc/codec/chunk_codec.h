@@ -8,7 +8,9 @@
 #include <cstdint>
 #include <vector>
 
+#include "codec/stream_codec.h"
 #include "codec/tables.h"
+#include "common/check.h"
 #include "common/buffer.h"
 
 namespace mdlsae::codec {
@@ -35,6 +37,20 @@ struct CodesOut {
 // form of t, see build_encoder_tables).
 std::vector<std::vector<uint8_t>> encode_chunks(const CodecTables& t, const EncoderTables& et, const CodesView& codes,
                                                 int64_t chunk_rows, int32_t features_per_stream);
+
+// Throws naming why a stream could not be encoded (std::invalid_argument) or decoded
+// (std::runtime_error, decode_chunks' messages); see StreamStatus.
+inline void check_stream(const StreamStatus& st) {
+  MDLSAE_CHECK_ARG(st.error != StreamStatus::kActiveButNever, "feature ", st.feature,
+                   " is active in this chunk but its model says never");
+  MDLSAE_CHECK_ARG(st.error != StreamStatus::kValueNotInTable, "value ", st.value, " of feature ", st.feature,
+                   " is not in its value table");
+  MDLSAE_CHECK_DATA(st.error != StreamStatus::kBadFraming, "stream ", st.feature, " of a chunk overruns the chunk");
+  MDLSAE_CHECK_DATA(st.error != StreamStatus::kDamagedValues, "chunk payload is damaged (values of feature ",
+                    st.feature, ")");
+  MDLSAE_CHECK_DATA(st.error != StreamStatus::kUncleanEnd, "chunk payload is damaged (stream ", st.feature,
+                    " does not end cleanly)");
+}
 
 struct ChunkRef {
   const uint8_t* data;

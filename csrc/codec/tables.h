@@ -44,10 +44,10 @@ constexpr int32_t kGroupBits = 4;
 struct GapGroups {
   int32_t head_bits;  // offset bits in the head symbol: m - kGroupBits * low_groups, in [0, 4]
   int32_t low_groups;
-  int32_t head_symbols() const { return (1 << head_bits) + 1; }  // stop with each top value, then continue
-  int32_t symbols() const { return head_symbols() + (low_groups << kGroupBits); }
+  MDLSAE_CODEC_HD int32_t head_symbols() const { return (1 << head_bits) + 1; }  // stop with each top value, then continue
+  MDLSAE_CODEC_HD int32_t symbols() const { return head_symbols() + (low_groups << kGroupBits); }
 };
-inline GapGroups gap_groups(int32_t m) {
+MDLSAE_CODEC_HD GapGroups gap_groups(int32_t m) {
   const int32_t low = m > 0 ? (m - 1) / kGroupBits : 0;
   return {m - kGroupBits * low, low};
 }
@@ -65,6 +65,75 @@ constexpr double kGapContinue = 0.125;
 // The m making rho^(2^m) closest to kGapContinue (stored in the file).
 int32_t choose_gap_m(uint64_t n, uint64_t total);
 
+// CodecTables as flat arrays (see CodecTables below for each).
+struct TablesView {
+  int64_t d_sae;
+  const int32_t* parent;
+  const int32_t* order;
+  const GapModel* main;
+  const GapModel* off;  // nullptr when no feature has a parent
+  const int64_t* vptr;
+  const int32_t* sym;
+  const uint32_t* start;
+  const uint32_t* freq;
+};
+
+// EncoderTables as flat arrays.
+struct EncoderView {
+  const int64_t* gap_ptr;
+  const EncSymbol* gap_sym;
+  const EncSymbol* val_sym;
+  const int64_t* qmap_ptr;
+  const int32_t* q_lo;
+  const int32_t* qmap;
+  const int64_t* q_span;
+
+  // Index of value q in feature f's table, or -1.
+  MDLSAE_CODEC_HD int64_t value_index(const TablesView& t, int32_t f, int32_t q) const {
+    if (qmap_ptr[f] >= 0) {
+      const int64_t at = int64_t(q) - q_lo[f];
+      return at >= 0 && at < q_span[f] ? qmap[qmap_ptr[f] + at] : -1;
+    }
+    const int32_t* syms = t.sym + t.vptr[f];
+    int64_t lo = 0, n = t.vptr[f + 1] - t.vptr[f];  // lower bound of q in syms[0, n)
+    for (int64_t len = n; len > 0;) {
+      const int64_t half = len / 2;
+      if (syms[lo + half] < q) {
+        lo += half + 1;
+        len -= half + 1;
+      } else {
+        len = half;
+      }
+    }
+    return lo < n && syms[lo] == q ? lo : -1;
+  }
+};
+
+// DecoderTables as flat arrays, with its lookups.
+struct DecoderView {
+  const int64_t* lut_ptr;
+  const int32_t* lut;
+  const uint8_t* lut_shift;
+  const int64_t* gap_ptr;
+  const uint32_t* gap_bounds;
+
+  struct Lookup {
+    const int32_t* lut;
+    int shift;
+    // Index of the symbol (interval starts `start`) that holds slot.
+    MDLSAE_CODEC_HD int64_t index(const uint32_t* start, uint32_t slot) const {
+      const int32_t* b = lut + (slot >> shift);
+      int64_t i = b[0];
+      for (int64_t len = b[1] - i + 1; len > 1; len -= len / 2) i = start[i + len / 2] <= slot ? i + len / 2 : i;
+      return i;
+    }
+  };
+  MDLSAE_CODEC_HD Lookup lookup(int32_t f) const { return {lut + lut_ptr[f], lut_shift[f]}; }
+  MDLSAE_CODEC_HD const uint32_t* gap_groups_of(int32_t f, int kind) const {
+    return gap_bounds + gap_ptr[2 * int64_t(f) + kind];
+  }
+};
+
 // Everything the chunk coder needs, for d_sae features.
 struct CodecTables {
   int64_t d_sae = 0;
@@ -78,6 +147,11 @@ struct CodecTables {
   std::vector<int64_t> vptr;
   std::vector<int32_t> sym;
   std::vector<uint32_t> start, freq;
+
+  TablesView view() const {
+    return {d_sae, parent.data(), order.data(), main.data(), off.empty() ? nullptr : off.data(),
+            vptr.data(), sym.data(), start.data(), freq.data()};
+  }
 };
 
 // The encoder's form of the tables: every interval as a precomputed EncSymbol.
@@ -94,16 +168,9 @@ struct EncoderTables {
   std::vector<int32_t> q_lo, qmap;
   std::vector<int64_t> q_span;
 
-  // Index of value q in feature f's table of t, or -1.
-  int64_t value_index(const CodecTables& t, int32_t f, int32_t q) const {
-    if (qmap_ptr[f] >= 0) {
-      const int64_t at = int64_t(q) - q_lo[f];
-      return at >= 0 && at < q_span[f] ? qmap[qmap_ptr[f] + at] : -1;
-    }
-    const int32_t* syms = t.sym.data() + t.vptr[f];
-    const int64_t n = t.vptr[f + 1] - t.vptr[f];
-    const int64_t i = std::lower_bound(syms, syms + n, q) - syms;
-    return i < n && syms[i] == q ? i : -1;
+  EncoderView view() const {
+    return {gap_ptr.data(), gap_sym.data(), val_sym.data(), qmap_ptr.data(), q_lo.data(), qmap.data(),
+            q_span.data()};
   }
 };
 
@@ -119,7 +186,7 @@ struct GroupLookup {
   const uint32_t* b;  // b[i]: start of symbol i, 2^28 past the last; b[0] = 0
   // Index of the symbol holding slot (slot < 2^28)
   MDLSAE_CODEC_HD uint32_t index(uint32_t slot) const {
-#if defined(__SSE2__) && !defined(__CUDA_ARCH__)
+#if defined(__SSE2__) && !defined(__CUDACC__)  // same count, SSE2 on the CPU build
     // starts and slots are below 2^31: signed compares; each lane counts -1 per start > slot
     const __m128i v = _mm_set1_epi32(int32_t(slot));
     const auto above = [&](int i) { return _mm_cmpgt_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + i)), v); };
@@ -143,19 +210,7 @@ struct DecoderTables {
   std::vector<int64_t> gap_ptr;
   std::vector<uint32_t> gap_bounds;
 
-  struct Lookup {
-    const int32_t* lut;
-    int shift;
-    // Index of the symbol (interval starts `start`) that holds slot.
-    int64_t index(const uint32_t* start, uint32_t slot) const {
-      const int32_t* b = lut + (slot >> shift);
-      int64_t i = b[0];
-      for (int64_t len = b[1] - i + 1; len > 1; len -= len / 2) i = start[i + len / 2] <= slot ? i + len / 2 : i;
-      return i;
-    }
-  };
-  Lookup lookup(int32_t f) const { return {lut.data() + lut_ptr[f], lut_shift[f]}; }
-  const uint32_t* gap_groups_of(int32_t f, int kind) const { return gap_bounds.data() + gap_ptr[2 * int64_t(f) + kind]; }
+  DecoderView view() const { return {lut_ptr.data(), lut.data(), lut_shift.data(), gap_ptr.data(), gap_bounds.data()}; }
 };
 
 DecoderTables build_decoder_tables(const CodecTables& t);

@@ -42,6 +42,13 @@ using Args = SelectQuantizeArgs;
 
 __device__ float step_of(const Args& a, int64_t f) { return a.steps ? a.steps[f] : a.step; }
 
+// Pre-activation (row at base, feature f) in float32, the bias added as the CPU kernel adds it.
+template <DType T>
+__device__ float pre_at(const Args& a, int64_t base, int64_t f) {
+  const float v = load_as_float<T>(a.pre, base + f);
+  return a.bias ? v + a.bias[f] : v;
+}
+
 // quantize(), recording an element whose step is too small (the host turns it into the error).
 __device__ int32_t code_of(const Args& a, int64_t row, int64_t f, float v,
                            unsigned long long* first_error) {
@@ -98,7 +105,7 @@ template <DType T, class Fn>
 __device__ void for_each_row_key(const Args& a, int64_t row, KeyLayout L, Fn fn) {
   const int64_t base = row * a.row_stride;
   for (int64_t f = threadIdx.x; f < a.d_sae; f += kTopkThreads) {
-    const uint64_t key = topk_key(load_as_float<T>(a.pre, base + f), f, L);
+    const uint64_t key = topk_key(pre_at<T>(a, base, f), f, L);
     if (key) fn(key);
   }
 }
@@ -242,7 +249,7 @@ __global__ void __launch_bounds__(kRowThreads)
     const int64_t base = row * a.row_stride;
     int n = 0;
     for (int64_t f = threadIdx.x; f < a.d_sae; f += kRowThreads) {
-      const float v = load_as_float<T>(a.pre, base + f);
+      const float v = pre_at<T>(a, base, f);
       if (!passes_threshold(v, a.threshold, f)) continue;
       const int32_t q = code_of(a, row, f, v, first_error);
       if (q >= 1) {
@@ -269,7 +276,7 @@ __global__ void __launch_bounds__(kRowThreads)
       const int64_t f = f0 + threadIdx.x;
       int32_t q = 0;
       if (f < a.d_sae) {
-        const float v = load_as_float<T>(a.pre, base + f);
+        const float v = pre_at<T>(a, base, f);
         if (passes_threshold(v, a.threshold, f)) q = quantize(v, step_of(a, f));
       }
       int pos, chunk;
@@ -382,6 +389,11 @@ void throw_step_too_small(const SelectQuantizeArgs& a, int64_t first_error, cuda
   MDLSAE_CUDA_CHECK(cudaStreamSynchronize(stream));
   if (a.dtype == DType::F16) value = f16_to_float(half);
   if (a.dtype == DType::BF16) value = bf16_to_float(half);
+  if (a.bias) {
+    float b = 0.0f;
+    MDLSAE_CUDA_CHECK(cudaMemcpy(&b, a.bias + f, sizeof b, cudaMemcpyDeviceToHost));
+    value += b;
+  }
   throw std::invalid_argument(step_too_small_message(row, f, value, step));
 }
 

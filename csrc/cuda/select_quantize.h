@@ -26,6 +26,7 @@ struct SelectQuantizeArgs {
   // k == 0: keep pre > threshold[f] and pre > 0 (threshold == nullptr: plain ReLU).
   int32_t k = 0;
   const float* threshold = nullptr;  // device [d_sae] or nullptr
+  const float* bias = nullptr;       // device [d_sae] or nullptr: added (float32) to every row as it is read
   float step = 1.0f;                 // the global step, used when steps == nullptr
   const float* steps = nullptr;      // device [d_sae], positive and finite, or nullptr
   // Dense histogram: counts[f * dense_cap + q] += codes (f, q) with 1 <= q < dense_cap.

@@ -4,7 +4,10 @@
 entropy model, stored in the header) and keeping the compact codes, then codes row chunks with
 the native rANS coder and writes them as they come; memory stays within the budget
 (mdlsae.budget) for files larger than RAM and dictionaries of any width.
-``decode`` returns the quantized codes (all rows or a row range) and, given the SAE, the
+An SAE on a CUDA device encodes there end to end: the GEMM, the fused select kernel and the
+histograms in the first pass, the GPU rANS coder (``streams``) in the second; only compact codes
+and finished bytes cross to the host, and the file is the CPU's, byte for byte, whenever the
+device's GEMM gives the CPU's pre-activations. ``decode`` returns the quantized codes (all rows or a row range) and, given the SAE, the
 reconstruction. ``inspect`` reports the file's bits beside the entropy estimate.
 
 >>> import torch, tempfile, os
@@ -28,6 +31,7 @@ import shutil
 import tempfile
 import zlib
 from contextlib import ExitStack
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -42,6 +46,7 @@ from .._native import _C
 from ..data.acts import as_activations
 from ..measure.codes import SparseCodes, steps_tensor
 from .container import MANIFEST, MdlFile, MdlSet, MdlWriter, head_of, open_mdl, pack_header
+from .streams import StreamCoder
 from ..measure.entropy import FeatureStats, naive_bits_per_row
 from ..budget import budget_bytes, rows_for
 from ..errors import MdlsaeError, expect
@@ -148,7 +153,9 @@ def encode(acts, sae: SAE, out: str | os.PathLike, step, parents=None, chunk_row
 
     The SAE runs once per row: the first pass counts (the entropy model goes in the header)
     and keeps the codes in a :class:`~mdlsae.measure.store.CodeStore` (half the memory budget
-    in memory, the rest spilled beside ``out``); the second codes them in parallel chunks.
+    in memory, the rest spilled beside ``out``); the second codes them in parallel chunks, on
+    the SAE's device (the GPU coder runs one thread per stream: give it streams with
+    ``features_per_stream``).
     ``sharded``: ``out`` is a folder of one .mdl per shard file of ``acts``, all coded with the
     model of all rows, and a ``manifest.json`` (:class:`~mdlsae.codec.container.MdlSet`);
     ``decode`` and ``inspect`` read it as one file.
@@ -177,15 +184,17 @@ def encode(acts, sae: SAE, out: str | os.PathLike, step, parents=None, chunk_row
                 "compute_dtype": str(sae.compute_dtype).removeprefix("torch."),
                 "per_feature_steps": per_feature, "step": None if per_feature else float(st),
                 "has_parents": stats.parents is not None, "model_bytes": len(blob), "created": _created()}
+        coder = _device_coder(model, sae.W_enc.device, int(features_per_stream))
+        l0 = float(stats.active.sum()) / max(n, 1)
         if sharded:
             def header(rows: int) -> bytes:
                 return pack_header({**meta, "n_rows": rows, "model_rows": n}, blob, st.numpy() if per_feature else None)
 
-            _write_shards(out, acts, header, model, store, chunk_rows, int(features_per_stream), progress)
+            _write_shards(out, acts, header, model, store, chunk_rows, int(features_per_stream), progress, coder, l0)
         else:
             header = pack_header(meta, blob, st.numpy() if per_feature else None)
             with _bar(store.n_rows, progress) as bar:
-                chunks = _coded_chunks(model, store, chunk_rows, int(features_per_stream), bar)
+                chunks = _coded_chunks(model, store, chunk_rows, int(features_per_stream), bar, coder=coder, l0=l0)
                 if distributed.active():
                     _write_from_ranks(out, header, chunks, spill_dir)
                 else:
@@ -210,15 +219,25 @@ def _bar(rows: int, progress: bool) -> tqdm:
 
 
 def _coded_chunks(model: "_C.Model", store: CodeStore, chunk_rows: int, features_per_stream: int, bar: tqdm,
-                  start: int = 0, stop: int | None = None) -> Iterator[tuple[bytes, int]]:
-    """(payload, rows) of every chunk of the stored codes' rows [start, stop), in order; chunks
-    are coded in parallel groups of one per thread."""
+                  start: int = 0, stop: int | None = None, coder: StreamCoder | None = None,
+                  l0: float = 1.0) -> Iterator[tuple[bytes, int]]:
+    """(payload, rows) of every chunk of the stored codes' rows [start, stop), in order: with the
+    CPU coder in parallel groups of one chunk per thread; with a GPU ``coder`` as many chunks per
+    call as its buffers (``l0`` codes a row) fit in half the memory budget."""
     stop = store.n_rows if stop is None else stop
-    group = chunk_rows * max(1, _C.num_threads())
+    if coder is None:
+        group = chunk_rows * max(1, _C.num_threads())
+    else:
+        group = chunk_rows * max(1, rows_for(int(coder.bytes_per_code() * max(1.0, l0)), budget_bytes() // 2)
+                                 // chunk_rows)
     for a in range(start, stop, group):
         b = min(a + group, stop)
         codes = store.rows(a, b)
-        payloads = _C.encode_chunks(model, codes.row_ptr, codes.index, codes.q, chunk_rows, features_per_stream)
+        if coder is None:
+            payloads = _C.encode_chunks(model, codes.row_ptr, codes.index, codes.q, chunk_rows, features_per_stream)
+        else:
+            payloads = coder.encode(*(torch.from_numpy(x) for x in (codes.row_ptr, codes.index, codes.q)),
+                                    chunk_rows=chunk_rows)
         for i, p in enumerate(payloads):
             yield p, min(chunk_rows, b - a - i * chunk_rows)
         bar.update(b - a)
@@ -232,7 +251,7 @@ def _write_mdl(f, header: bytes, n_chunks: int, chunks: Iterator[tuple[bytes, in
 
 
 def _write_shards(out, acts, header, model: "_C.Model", store: CodeStore, chunk_rows: int, features_per_stream: int,
-                  progress: bool) -> None:
+                  progress: bool, coder: StreamCoder | None = None, l0: float = 1.0) -> None:
     """One .mdl per shard of ``acts`` (this rank's: its ``store`` holds their codes) into rank
     0's temporary folder, the manifest, then the folder renamed into place when all succeeded."""
     starts = acts.shard_starts
@@ -250,7 +269,7 @@ def _write_shards(out, acts, header, model: "_C.Model", store: CodeStore, chunk_
                 lo, hi = int(starts[i] - starts[i0]), int(starts[i + 1] - starts[i0])
                 with open(tmp / names[i], "wb") as f:
                     _write_mdl(f, header(hi - lo), -(-(hi - lo) // chunk_rows),
-                               _coded_chunks(model, store, chunk_rows, features_per_stream, bar, lo, hi))
+                               _coded_chunks(model, store, chunk_rows, features_per_stream, bar, lo, hi, coder, l0))
                     f.flush()
                     os.fsync(f.fileno())
         with distributed.agreed("writing the manifest"):
@@ -294,6 +313,17 @@ def _write_from_ranks(out, header: bytes, chunks: Iterator[tuple[bytes, int]], s
             final.close()  # rank 0: fsync and rename
 
 
+def _device_coder(model, device: torch.device, features_per_stream: int) -> StreamCoder | None:
+    """The GPU coder for an SAE on a CUDA device, else None (the CPU chunk coder)."""
+    if device.type != "cuda":
+        return None
+    coder = StreamCoder(model, device, features_per_stream)
+    if coder.n_streams == 1:
+        warnings.warn("the GPU coder runs one thread per stream and features_per_stream=0 makes one stream per "
+                      "chunk: pass features_per_stream (e.g. 256) for a fast GPU encode", stacklevel=3)
+    return coder
+
+
 @dataclass
 class Decoded:
     codes: SparseCodes
@@ -309,34 +339,42 @@ def check_sae(f: MdlFile | MdlSet, sae: SAE) -> None:
                           f"given {sae.content_hash()[:16]}…)")
 
 
-def decode_file(f: MdlFile | MdlSet, start: int = 0, stop: int | None = None) -> SparseCodes:
+def decode_file(f: MdlFile | MdlSet, start: int = 0, stop: int | None = None, device=None) -> SparseCodes:
     """Codes of rows [start, stop) of an open file (or sharded output); only the chunks
-    covering them are read."""
+    covering them are read. On a CUDA ``device`` the GPU decoder (``streams``) decodes them; the
+    codes come back as numpy arrays either way."""
     stop = f.n_rows if stop is None else stop
     expect(0 <= start <= stop <= f.n_rows, f"row range [{start}, {stop}) is outside [0, {f.n_rows}]")
     if start == stop:
         return SparseCodes(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int32), f.d_sae)
     if isinstance(f, MdlSet):
-        return SparseCodes.concat([decode_file(g, max(start, lo) - lo, min(stop, hi) - lo)
+        return SparseCodes.concat([decode_file(g, max(start, lo) - lo, min(stop, hi) - lo, device)
                                    for g, lo, hi in zip(f.files, f.starts[:-1], f.starts[1:])
                                    if lo < stop and hi > start], f.d_sae)
     c0, c1 = start // f.chunk_rows, -(-stop // f.chunk_rows)
     payloads = [f.read_chunk(i) for i in range(c0, c1)]
-    try:
-        row_ptr, index, q = _C.decode_chunks(f.model, payloads, [f.chunks[i].rows for i in range(c0, c1)],
-                                             int(f.meta["features_per_stream"]))
-    except RuntimeError as e:
-        raise MdlsaeError(f"{f.path}: damaged: {e}") from None
+    rows = [f.chunks[i].rows for i in range(c0, c1)]
+    fps = int(f.meta["features_per_stream"])
+    if device is not None and torch.device(device).type == "cuda":
+        try:
+            row_ptr, index, q = (t.cpu().numpy() for t in StreamCoder(f.model, device, fps).decode(payloads, rows))
+        except MdlsaeError as e:
+            raise MdlsaeError(f"{f.path}: {e}") from None
+    else:
+        try:
+            row_ptr, index, q = _C.decode_chunks(f.model, payloads, rows, fps)
+        except RuntimeError as e:
+            raise MdlsaeError(f"{f.path}: damaged: {e}") from None
     return SparseCodes(row_ptr, index, q, f.d_sae).slice(start - c0 * f.chunk_rows, stop - c0 * f.chunk_rows)
 
 
 def decode(path: str | os.PathLike, sae: SAE | None = None, start: int = 0, stop: int | None = None) -> Decoded:
     """Decode rows [start, stop) of a .mdl file; with ``sae`` (checked by content hash) also
-    reconstruct the activations."""
+    reconstruct the activations, on the SAE's device (where a CUDA SAE's codes are also decoded)."""
     with open_mdl(path) as f:
         if sae is not None:
             check_sae(f, sae)
-        codes = decode_file(f, start, stop)
+        codes = decode_file(f, start, stop, None if sae is None else sae.W_dec.device)
         recon = None
         if sae is not None:
             with torch.no_grad():

@@ -64,6 +64,36 @@ def add_memory_flag(p: argparse.ArgumentParser) -> None:
                         "environment variable. Peak memory is about the SAE's weights plus this")
 
 
+def add_device_flag(p: argparse.ArgumentParser) -> None:
+    """``--device``: where the SAE runs (read back with :func:`sae_on_device`)."""
+    p.add_argument("--device", default="cpu", metavar="DEVICE",
+                   help="where the SAE runs: cpu (default), cuda or cuda:N; on a GPU the GEMM, the fused select "
+                        "kernel and the histograms run there (and, for encode and decode, the rANS coder), the "
+                        "batches going to the device once each")
+
+
+def device_from(text: str):
+    """The torch device named by ``--device``, refusing one this machine lacks."""
+    import torch
+
+    from ..errors import MdlsaeError
+
+    try:
+        dev = torch.device(text)
+    except RuntimeError:
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise MdlsaeError(f"--device must be cpu, cuda or cuda:N, got {text!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise MdlsaeError(f"--device {text}: this torch ({torch.__version__}) sees no CUDA device")
+    return dev
+
+
+def sae_on_device(sae, text: str):
+    """``sae`` moved to the ``--device`` named by ``text``."""
+    return sae.to(device_from(text))
+
+
 def add_threads_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int,
                    help="torch CPU threads (default: torch's choice; 1 is fastest on a busy machine)")
@@ -132,7 +162,6 @@ def add_metric_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-tokens", type=positive_int, default=8192,
                    help="measure the downstream loss over the first N tokens (default 8192); every step "
                         "evaluation is one model pass over them")
-    g.add_argument("--device", default="cpu", help="device the model runs on")
 
 
 def metric_from(args: argparse.Namespace, acts, progress: bool, max_rows: int | None = None):
@@ -172,4 +201,4 @@ def metric_from(args: argparse.Namespace, acts, progress: bool, max_rows: int | 
                f"{path} holds {len(tokens):,} token ids but the activations have {acts.n_rows:,} rows")
     n = min(args.max_tokens, acts.n_rows, max_rows or acts.n_rows)
     return downstream_loss(args.metric, args.layer, n, tokens, text, args.model, args.site, args.seq_len,
-                           args.device, progress)
+                           getattr(args, "device", "cpu"), progress)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import add_memory_flag, add_progress_flag, show_progress
+from . import (add_device_flag, add_memory_flag, add_progress_flag, sae_on_device, show_progress)
 from ..codec.api import check_sae, decode_file
 from ..codec.container import open_mdl
 from ..budget import rows_for
@@ -20,13 +20,14 @@ def add_parser(sub) -> None:
     p.add_argument("file", metavar="FILE.mdl", help="a .mdl file, or the folder `encode --sharded` writes")
     p.add_argument("--sae", required=True, metavar="SAE_DIR", help="the SAE the file was encoded with")
     p.add_argument("-o", "--output", required=True, metavar="RECON.npy", help="float32 [N, d_in], written atomically")
+    add_device_flag(p)
     add_memory_flag(p)
     add_progress_flag(p)
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
-    sae = SAE.load(args.sae)
+    sae = sae_on_device(SAE.load(args.sae), args.device)
     with open_mdl(args.file) as f:
         check_sae(f, sae)
         n, d = f.n_rows, sae.d_in
@@ -38,8 +39,8 @@ def run(args) -> int:
         with atomic_file(args.output) as out, torch.no_grad():
             np.lib.format.write_array_header_1_0(out, {"descr": "<f4", "fortran_order": False, "shape": (n, d)})
             for start in range(0, n, step):
-                codes = decode_file(f, start, min(n, start + step))
-                out.write(codes.reconstruct(f.step, sae.W_dec, sae.b_dec).numpy().astype("<f4").tobytes())
+                codes = decode_file(f, start, min(n, start + step), sae.W_dec.device)
+                out.write(codes.reconstruct(f.step, sae.W_dec, sae.b_dec).float().cpu().numpy().astype("<f4").tobytes())
                 bar.update(codes.n_rows)
         bar.close()
     print(f"decoded {n:,} rows x {d} to {args.output}")

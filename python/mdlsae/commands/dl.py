@@ -6,8 +6,9 @@ import json
 
 import numpy as np
 
-from . import (add_acts_argument, add_distributed_flag, add_dtype_flag, add_memory_flag, add_metric_arguments,
-               add_progress_flag, load_sae, metric_from, open_acts, positive_float, show_progress)
+from . import (add_acts_argument, add_device_flag, add_distributed_flag, add_dtype_flag, add_memory_flag,
+               add_metric_arguments, add_progress_flag, load_sae, metric_from, open_acts, positive_float,
+               sae_on_device, show_progress)
 from ..errors import MdlsaeError
 from ..measure.dl import measure_dl
 from ..models.sae import SAE
@@ -25,6 +26,7 @@ def add_parser(sub) -> None:
     add_parents_argument(p)
     add_metric_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_device_flag(p)
     add_memory_flag(p)
     add_dtype_flag(p)
     add_distributed_flag(p)
@@ -105,7 +107,7 @@ def load_steps(path: str, d_sae: int) -> np.ndarray:
 
 
 def run(args) -> int:
-    sae = load_sae(args)
+    sae = sae_on_device(load_sae(args), args.device)
     step = step_from(args, sae)
     acts, progress = open_acts(args), show_progress(args)
     parents, forest = resolve_parents(args.parents, acts, sae, step, progress)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from . import (add_acts_argument, add_distributed_flag, add_dtype_flag, add_memory_flag, add_progress_flag,
-               load_sae, open_acts, positive_int, show_progress)
+from . import (add_acts_argument, add_device_flag, add_distributed_flag, add_dtype_flag, add_memory_flag,
+               add_progress_flag, load_sae, open_acts, positive_int, sae_on_device, show_progress)
 from ..codec.api import DEFAULT_CHUNK_ROWS, encode
 from .dl import add_parents_argument, add_step_arguments, resolve_parents, step_from
 
@@ -27,6 +27,11 @@ def add_parser(sub) -> None:
     p.add_argument("--sharded", action="store_true",
                    help="write FILE.mdl as a folder: one .mdl per shard file of ACTS, all coded with the entropy model "
                         "of all rows, and a manifest.json; decode and inspect read it as one file")
+    p.add_argument("--features-per-stream", type=int, default=0, metavar="F",
+                   help="features per independent rANS stream within a chunk (default 0: one stream per chunk); "
+                        "streams are what the GPU coder runs in parallel (e.g. 256 with --device cuda), at "
+                        "288 bits each")
+    add_device_flag(p)
     p.add_argument("--json", action="store_true", help="print the file summary as JSON")
     add_memory_flag(p)
     add_dtype_flag(p)
@@ -36,11 +41,11 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    sae = load_sae(args)
+    sae = sae_on_device(load_sae(args), args.device)
     step = step_from(args, sae)
     acts, progress = open_acts(args), show_progress(args)
     parents, _ = resolve_parents(args.parents, acts, sae, step, progress)
-    info = encode(acts, sae, args.output, step, parents=parents, chunk_rows=args.chunk_rows, progress=progress,
-                  sharded=args.sharded)
+    info = encode(acts, sae, args.output, step, parents=parents, chunk_rows=args.chunk_rows,
+                  features_per_stream=args.features_per_stream, progress=progress, sharded=args.sharded)
     print(json.dumps(info.to_dict()) if args.json else info.table())
     return 0

@@ -7,8 +7,9 @@ import json
 
 import numpy as np
 
-from . import (add_acts_argument, add_distributed_flag, add_dtype_flag, add_memory_flag, add_progress_flag,
-               load_sae, open_acts, positive_float, positive_int, show_progress)
+from . import (add_acts_argument, add_device_flag, add_distributed_flag, add_dtype_flag, add_memory_flag,
+               add_progress_flag, load_sae, open_acts, positive_float, positive_int, sae_on_device,
+               show_progress)
 from .. import distributed
 from ..errors import expect
 from ..fileio import atomic_file
@@ -38,6 +39,7 @@ def add_parser(sub) -> None:
                    help=f"candidate partners kept per feature (default {DEFAULT_CANDIDATES}; d_sae searches "
                         "every pair)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_device_flag(p)
     add_memory_flag(p)
     add_dtype_flag(p)
     add_distributed_flag(p)
@@ -80,7 +82,7 @@ def table(s: dict) -> str:
 
 
 def run(args) -> int:
-    sae = load_sae(args)
+    sae = sae_on_device(load_sae(args), args.device)
     step = step_from(args, sae)
     forest, summary = report(open_acts(args), sae, step, args.fit, args.candidates,
                              show_progress(args))

@@ -7,8 +7,9 @@ import sys
 
 import numpy as np
 
-from . import (add_acts_argument, add_distributed_flag, add_memory_flag, add_metric_arguments, add_progress_flag,
-               metric_from, open_acts, positive_float, positive_int, show_progress)
+from . import (add_acts_argument, add_device_flag, add_distributed_flag, add_memory_flag, add_metric_arguments,
+               add_progress_flag, device_from, metric_from, open_acts, positive_float, positive_int,
+               show_progress)
 from .. import distributed
 from ..fileio import atomic_file
 from ..selection.select import CRITERIA, select_sae
@@ -37,6 +38,7 @@ def add_parser(sub) -> None:
     p.add_argument("--steps-out", metavar="STEPS.npy", help="save the chosen SAE's step(s) as float32 .npy")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     add_metric_arguments(p)
+    add_device_flag(p)
     add_memory_flag(p)
     add_distributed_flag(p)
     add_progress_flag(p)
@@ -47,7 +49,8 @@ def run(args) -> int:
     acts, progress = open_acts(args), show_progress(args)
     metric = metric_from(args, acts, progress, args.max_rows)
     sel = select_sae(acts, args.sae, args.tolerance, metric, args.per_feature, args.criterion,
-                     args.max_rows, args.decoder_bits, progress=progress, parents=args.parents)
+                     args.max_rows, args.decoder_bits, progress=progress, parents=args.parents,
+                     device=device_from(args.device))
     if not isinstance(metric, str):
         metric.close()
     chosen = sel.chosen

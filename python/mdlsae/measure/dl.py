@@ -39,7 +39,7 @@ class ErrorStats:
         diff = x - x_hat
         self.n += x.shape[0]
         self.sse += float(torch.sum(diff * diff, dtype=torch.float64))
-        s = torch.sum(x, dim=0, dtype=torch.float64).numpy()
+        s = torch.sum(x, dim=0, dtype=torch.float64).cpu().numpy()
         self.sum_x = s if self.sum_x is None else self.sum_x + s
         self.sum_x2 += float(torch.sum(x * x, dtype=torch.float64))
 
@@ -142,7 +142,9 @@ def scan(acts, sae: SAE, step, parents=None, batch_rows: int | None = None,
     """One pass over ``acts``: per-feature statistics of the quantized codes and the error of
     their reconstruction. ``on_codes(codes)`` sees every batch's codes, in row order. Batches
     hold ``batch_rows`` rows, by default as many as the memory budget allows (mdlsae.budget).
-    ``parents`` defaults to the SAE's own forest (a tree SAE's), if it has one.
+    ``parents`` defaults to the SAE's own forest (a tree SAE's), if it has one. An SAE on a CUDA
+    device encodes there: each batch goes to the device once, the GEMM and the fused select
+    kernel run there and only its compact codes and histogram counts come back.
 
     Under torch.distributed each rank reads only its share of the rows, ``rows`` (by default
     :func:`mdlsae.distributed.share`'s; the ranks' ``rows`` must tile the dataset in rank
@@ -164,6 +166,7 @@ def scan(acts, sae: SAE, step, parents=None, batch_rows: int | None = None,
     buf = None  # the first batch's GEMM output, reused by every later (never larger) batch
     with torch.no_grad(), distributed.agreed("the measuring pass"):
         for x in acts.batches(batch_rows, start, stop):
+            x = x.to(sae.W_enc.device, non_blocking=True)
             gemm, bias = sae.encoder_parts(x, None if buf is None else buf[:x.shape[0]])
             buf = gemm if buf is None else buf
             codes = select_quantize(gemm, k=k, threshold=threshold, step=step, hist=hist, bias=bias, parents=tree)

@@ -55,11 +55,10 @@ def select_quantize(pre: torch.Tensor | np.ndarray, k: int = 0, threshold=None, 
     if pre.device.type == "cuda":
         expect(parents is None, "a tree SAE's selection runs on the CPU only: move its pre-activations "
                                 "to the CPU (pre.cpu())")
-        if bias is not None:
-            pre = pre.float() + torch.as_tensor(bias, dtype=torch.float32, device=pre.device)
-        return _select_quantize_cuda_to_host(pre, int(k), thr, g, per_feature, hist)
+        bias = None if bias is None else torch.as_tensor(bias, device=pre.device).float().contiguous()
+        return _select_quantize_cuda_to_host(pre, int(k), thr, g, per_feature, hist, bias)
     if bias is not None:
-        bias = np.ascontiguousarray(bias.detach().cpu().numpy() if isinstance(bias, torch.Tensor) else bias,
+        bias = np.ascontiguousarray(bias.detach().float().cpu().numpy() if isinstance(bias, torch.Tensor) else bias,
                                     dtype=np.float32)
     try:
         row_ptr, index, q = _C.select_quantize(pre.data_ptr(), _DTYPE_CODES[pre.dtype], pre.shape[0], d_sae,
@@ -70,12 +69,12 @@ def select_quantize(pre: torch.Tensor | np.ndarray, k: int = 0, threshold=None, 
     return SparseCodes(row_ptr, index, q, d_sae=d_sae)
 
 
-def _select_quantize_cuda_to_host(pre, k, thr, step, steps, hist) -> SparseCodes:
+def _select_quantize_cuda_to_host(pre, k, thr, step, steps, hist, bias=None) -> SparseCodes:
     d_sae = pre.shape[1]
     if hist is not None:
         expect(hist.d_sae == d_sae, f"histogram has d_sae {hist.d_sae} but the pre-activations have {d_sae}")
     row_ptr, index, q, counts = _select_quantize_cuda(pre, k, thr, step, steps,
-                                                      None if hist is None else hist.dense_cap)
+                                                      None if hist is None else hist.dense_cap, bias)
     codes = SparseCodes(row_ptr.cpu().numpy(), index.cpu().numpy(), q.cpu().numpy(), d_sae=d_sae)
     if hist is not None:
         hist.add_dense_counts(counts.cpu().numpy().view(np.uint32), codes.n_rows)
@@ -85,10 +84,12 @@ def _select_quantize_cuda_to_host(pre, k, thr, step, steps, hist) -> SparseCodes
 
 
 def _select_quantize_cuda(pre: torch.Tensor, k: int, thr: np.ndarray | None, step: float,
-                          steps: np.ndarray | None, dense_cap: int | None) -> tuple:
+                          steps: np.ndarray | None, dense_cap: int | None,
+                          bias: torch.Tensor | None = None) -> tuple:
     """The GPU kernel on ``pre``'s device and current stream, results left there:
     ``(row_ptr int64, index int32, q int32, counts)``, counts an int32 tensor holding the uint32
     dense histogram [d_sae * dense_cap] of q < dense_cap, or None without ``dense_cap``.
+    ``bias`` (float32 [d_sae] on the device) is added to every row as the kernel reads it.
 
     The device histogram stops at dense_cap because the codes with larger q are rare and reach
     the host anyway, so the host picks them out of the codes; a device overflow list of unknown
@@ -113,7 +114,8 @@ def _select_quantize_cuda(pre: torch.Tensor, k: int, thr: np.ndarray | None, ste
             args = _C_cuda.SelectQuantizeArgs(
                 pre=pre.data_ptr(), dtype=_DTYPE_CODES[pre.dtype], rows=n, d_sae=d_sae,
                 row_stride=max(pre.stride(0), d_sae), k=k, threshold=_address(thr_d), step=step,
-                steps=_address(steps_d), counts=_address(counts), dense_cap=dense_cap or 64)
+                steps=_address(steps_d), counts=_address(counts), dense_cap=dense_cap or 64,
+                bias=_address(bias))
             slot_index, slot_q = (_address(slots[0]), _address(slots[1])) if k > 0 else (0, 0)
             _C_cuda.select_quantize_rows(args, row_nnz=_address(row_nnz[1:]), slot_index=slot_index, slot_q=slot_q,
                                          first_error=_address(first_error), stream=stream)

@@ -60,7 +60,7 @@ def select_sparse(pre: torch.Tensor, k: int, threshold: np.ndarray | None,
         r, c = torch.nonzero(tree.mask(pre, k), as_tuple=True)
         return r, c, pre[r, c]
     if k <= 0:
-        thr = torch.zeros(()) if threshold is None else torch.from_numpy(threshold).clamp_min(0)
+        thr = torch.zeros(()) if threshold is None else torch.from_numpy(threshold).to(pre.device).clamp_min(0)
         r, c = torch.nonzero(pre > thr, as_tuple=True)
         return r, c, pre[r, c]
     keep = fast_topk_mask(pre, k)
@@ -91,7 +91,8 @@ class SparseLatents:
         n = acts.n_rows if max_rows is None else min(acts.n_rows, max_rows)
         expect(n > 0, f"{acts.name}: no rows to evaluate")
         k, threshold, parents = sae.selection()
-        tree = None if parents is None else sae.tree_rule("cpu")
+        dev = sae.W_enc.device
+        tree = None if parents is None else sae.tree_rule(dev)
         # under torch.distributed each rank runs the SAE on its share; the latents are gathered
         # and the step search then runs on every rank alike, as in one process
         start, stop = distributed.share(n)
@@ -99,8 +100,8 @@ class SparseLatents:
         bar = tqdm(total=stop - start, unit="row", unit_scale=True, disable=not (progress and distributed.is_main()),
                    desc="encode")
         with torch.no_grad(), distributed.agreed("the encoder pass"):
-            for x in acts.batches(batch_rows, start, stop):
-                r, c, v = select_sparse(sae.pre_acts(x), k, threshold, tree)
+            for x in acts.batches(batch_rows, start, stop):  # on the SAE's device, the latents back to the host
+                r, c, v = (t.cpu() for t in select_sparse(sae.pre_acts(x.to(dev)), k, threshold, tree))
                 xs.append(x)
                 counts.append(np.bincount(r.numpy(), minlength=x.shape[0]))
                 cols.append(c.numpy().astype(np.int32))
@@ -112,7 +113,7 @@ class SparseLatents:
         np.cumsum(np.concatenate([p[0] for p in parts]), out=row_ptr[1:])
         x = torch.cat(xs) if len(parts) == 1 else acts.rows(0, n)
         return cls(x, row_ptr, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]),
-                   sae.W_dec.detach().float(), sae.b_dec.detach().float())
+                   sae.W_dec.detach().float().cpu(), sae.b_dec.detach().float().cpu())
 
     @property
     def n_rows(self) -> int:

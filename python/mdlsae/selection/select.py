@@ -188,16 +188,18 @@ class Selection:
 def select_sae(acts, saes: list[str | os.PathLike] | list[tuple[str, SAE]], tolerance: float,
                metric: Metric = "mse", per_feature: bool = False, criterion: str = "data",
                max_rows: int | None = None, decoder_precision: int = 16, progress: bool = False,
-               parents: str | None = None) -> Selection:
+               parents: str | None = None, device: str | None = None) -> Selection:
     """Evaluate every candidate (SAE directories, or ``(name, SAE)`` pairs) at ``tolerance``
     and choose the one with the smallest DL among those meeting it (each with its own forest
-    for ``parents="auto"``)."""
+    for ``parents="auto"``). ``device`` (e.g. "cuda"): where each SAE's encoder runs."""
     expect(criterion in CRITERIA, f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
     expect(len(saes) > 0, "no candidate SAEs given")
     expect(tolerance > 0, f"tolerance must be positive, got {tolerance}")
     cands = []
     for item in tqdm(saes, desc="select", unit="sae", disable=not progress):
         name, sae = (item if isinstance(item, tuple) else (str(item), SAE.load(item)))
+        if device is not None:
+            sae = sae.to(device)
         cands.append(evaluate_sae(acts, sae, tolerance, metric, per_feature, max_rows, decoder_precision, name,
                                   progress=False, parents=parents))
         del sae
