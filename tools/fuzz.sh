@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets of csrc/fuzz/ (clang, -fsanitize=fuzzer,address,undefined; not part
 # of the package build), seeds them from real .mdl files (tools/fuzz_seeds.py) and runs each for
-# RUNS executions per job (default 10 million) in JOBS parallel jobs (default 1), recording the counts under bench/results/fuzz.json.
+# RUNS executions per job (default 10 million) in JOBS parallel jobs (default 1), recording the
+# counts under bench/results/fuzz_TARGET.json.
+# FUZZ_TARGETS picks targets (default "model chunks"); FUZZ_WORK the work folder (default build/fuzz).
 # Needs: Debian's clang (apt-get install clang), and mdlsae importable (PYTHONPATH=python).
 #   tools/fuzz.sh [RUNS] [JOBS]
 set -euo pipefail
@@ -13,12 +15,12 @@ mkdir -p "$work"
 common=(csrc/codec/tables.cpp csrc/codec/chunk_codec.cpp csrc/cpu/parallel.cpp)
 flags=(-std=c++17 -O1 -g -Icsrc -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
        -ffp-contract=off -pthread)
-for t in model chunks; do
+targets=${FUZZ_TARGETS:-model chunks}
+for t in $targets; do
   clang++ "${flags[@]}" "csrc/fuzz/fuzz_$t.cpp" "${common[@]}" -o "$work/fuzz_$t"
 done
 PYTHONPATH=${PYTHONPATH:-python} python3 tools/fuzz_seeds.py "$work/seeds"
-results=()
-for t in model chunks; do
+for t in $targets; do
   mkdir -p "$work/corpus_$t" "$work/crashes_$t"
   log="$work/fuzz_$t.log"
   rm -f "$work"/fuzz-*.log
@@ -29,9 +31,8 @@ for t in model chunks; do
   secs=$(( $(date +%s) - start ))
   execs=$(cat "$work"/fuzz-*.log | awk '/stat::number_of_executed_units/ {s += $2} END {print s + 0}')
   found=$(ls "$work/crashes_$t" | wc -l)
-  results+=("{\"target\": \"fuzz_$t\", \"executions\": $execs, \"seconds\": $secs, \"findings\": $found}")
+  printf '{"date": "%s", "machine": "%s", "clang": "%s", "target": "fuzz_%s", "executions": %d, "seconds": %d, "findings": %d, "runs_per_job": %d, "jobs": %d}\n' \
+    "$(date -u +%F)" "$(uname -nm)" "$(clang++ --version | head -1)" "$t" "$execs" "$secs" "$found" "$runs" "$jobs" \
+    > "bench/results/fuzz_$t.json"
   echo "fuzz_$t: $execs executions in ${secs}s, $found findings"
 done
-printf '{"date": "%s", "machine": "%s", "clang": "%s", "targets": [%s]}\n' "$(date -u +%F)" "$(uname -nm)" \
-  "$(clang++ --version | head -1)" "$(IFS=,; echo "${results[*]}")" > bench/results/fuzz.json
-cat bench/results/fuzz.json

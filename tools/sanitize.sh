@@ -5,7 +5,7 @@
 #     leak checking off, as CPython and torch keep allocations to exit by design). Any report fails.
 #  2. TSan: csrc/check/threads_check.cpp, the fused select kernel and the chunk coder with 1 and 4
 #     threads, built with -fsanitize=thread (a standalone driver: CPython and torch are not TSan-built).
-# Writes bench/results/sanitize.json.   tools/sanitize.sh [pytest args...]
+# Writes bench/results/sanitize.json.   tools/sanitize.sh [pytest args...]   (default: the whole suite)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(realpath -m "${SANITIZE_WORK:-build/sanitize}")
@@ -15,15 +15,16 @@ cmake -S . -B "$work/build" -G Ninja -DMDLSAE_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWit
   -DPython_EXECUTABLE="$(which python3)" -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" \
   -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_SHARED_LINKER_FLAGS="-fsanitize=address,undefined" > "$work/cmake.log"
 cmake --build "$work/build" -j2 > "$work/build.log"
-cp -r python "$work/python"
-rm -f "$work"/python/mdlsae/_C*.so
-cp "$work"/build/_C*.so "$work/python/mdlsae/"
+# the suite runs in a snapshot of the committed tree (tests that start processes use its python/)
+mkdir -p "$work/repo"
+git archive HEAD | tar -x -C "$work/repo"
+cp "$work"/build/_C*.so "$work/repo/python/mdlsae/"
 asan_log="$work/asan"
 set +e
-LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libstdc++.so)" \
+(cd "$work/repo" && LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libstdc++.so)" \
   ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:log_path=$asan_log" \
   UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$asan_log" \
-  PYTHONPATH="$work/python" python3 -m pytest -q -p no:cacheprovider "$@" 2>&1 | tee "$work/pytest.log" | tail -3
+  PYTHONPATH="$work/repo/python" python3 -m pytest -q -p no:cacheprovider "$@") 2>&1 | tee "$work/pytest.log" | tail -3
 pytest_rc=${PIPESTATUS[0]}
 set -e
 reports=$(cat "$asan_log".* 2>/dev/null | grep -c "ERROR: AddressSanitizer\|runtime error:" || true)
