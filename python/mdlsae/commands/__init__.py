@@ -69,7 +69,7 @@ def add_device_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", metavar="DEVICE",
                    help="where the SAE runs: cpu (default), cuda or cuda:N; on a GPU the GEMM, the fused select "
                         "kernel and the histograms run there (and, for encode and decode, the rANS coder), the "
-                        "batches going to the device once each")
+                        "batches going to the device once each; a downstream --metric runs its model there too")
 
 
 def device_from(text: str):
