@@ -3,12 +3,19 @@ weights saved locally (a BERT encoder and a GPT-2 causal LM; no download)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+import mdlsae
 from mdlsae.models.sae import SAE, SAEConfig
 from mdlsae.data import make_toy
+
+# Where the mdlsae under test was imported from (python/ in a checkout, site-packages once
+# installed): child processes the tests start get it on PYTHONPATH, to run the same build.
+PACKAGE_PATH = str(Path(mdlsae.__file__).resolve().parents[1])
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import PACKAGE_PATH
 from mdlsae import cli, distributed
 from mdlsae.data import make_toy
 
@@ -64,7 +65,7 @@ def commands(d: Path, out: Path, cache: str | Path = SAELENS_CACHE / "cached_act
 
 def torchrun(n: int, plan: dict, tmp: Path, script: str = "tests/dist_worker.py") -> subprocess.CompletedProcess:
     (tmp / "plan.json").write_text(json.dumps(plan))
-    env = {**os.environ, **ENV, "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), str(ROOT / "tests")])}
+    env = {**os.environ, **ENV, "PYTHONPATH": os.pathsep.join([PACKAGE_PATH, str(ROOT / "tests")])}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(n),
                            "--standalone", str(ROOT / script), str(tmp / "plan.json")],
                           env=env, capture_output=True, text=True, timeout=120)

@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_sae
+from conftest import PACKAGE_PATH, make_sae
 from mdlsae.codec import inspect
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*args: str) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "python"))
+    env = dict(os.environ, PYTHONPATH=PACKAGE_PATH)
     return subprocess.Popen([sys.executable, "-m", "mdlsae.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
 
