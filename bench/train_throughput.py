@@ -44,6 +44,7 @@ def main() -> None:
             res = train(acts, TrainConfig(architecture=arch, d_sae=a.d_sae, k=a.k, epochs=a.epochs,
                                            branching=branching if arch == "tree" else None))
             runs[arch].append(res.stats["rows_per_s"])
+            print(f"{arch}: {res.stats['rows_per_s']:,.0f} rows/s", flush=True)
             fvu[arch] = res.stats["fvu"]
     med = {arch: statistics.median(v) for arch, v in runs.items()}
     out = {"date": datetime.date.today().isoformat(), "machine": f"{platform.node()} {os.cpu_count()} cpus, torch "
