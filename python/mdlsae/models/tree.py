@@ -99,6 +99,13 @@ def regular_branching(parents: np.ndarray) -> list[int] | None:
     return branching
 
 
+def _top(pre: torch.Tensor, k: int, exact_ties: bool) -> torch.Tensor:
+    """Bool mask of the k largest per row: ties to the lower index, or as torch.topk breaks them."""
+    if exact_ties:
+        return fast_topk_mask(pre, k)
+    return torch.zeros_like(pre, dtype=torch.bool).scatter_(1, pre.topk(k, dim=1, sorted=False).indices, True)
+
+
 class TreeRule:
     """The tree selection over torch tensors, for a fixed forest (built once: the index
     arrays, the root mask, the depth; for a regular forest its levels, unless ``general``)."""
@@ -141,12 +148,7 @@ class TreeRule:
         among the roots as torch.topk does (training, where ties do not matter)."""
         if self.levels:
             return self._regular_mask(pre, k, exact_ties)
-        root_pre = pre.masked_fill(~self.roots, -torch.inf)
-        k = min(k, int(self.roots.sum()))
-        if exact_ties:
-            keep = fast_topk_mask(root_pre, k)
-        else:
-            keep = torch.zeros_like(pre, dtype=torch.bool).scatter_(1, root_pre.topk(k, dim=1, sorted=False).indices, True)
+        keep = _top(pre.masked_fill(~self.roots, -torch.inf), min(k, self.n_roots), exact_ties)
         keep &= pre > 0
         if len(self.child):
             win = self.winners(pre)
@@ -162,11 +164,7 @@ class TreeRule:
         k = min(k, r)
         keep = torch.empty(pre.shape, dtype=torch.bool, device=pre.device)
         root_pre = pre[:, :r]
-        if exact_ties:
-            top = fast_topk_mask(root_pre, k)
-        else:
-            top = torch.zeros_like(root_pre, dtype=torch.bool).scatter_(1, root_pre.topk(k, dim=1, sorted=False).indices, True)
-        keep[:, :r] = top & (root_pre > 0)
+        keep[:, :r] = _top(root_pre, k, exact_ties) & (root_pre > 0)
         for first, width, b in self.levels:
             start = first + width
             kids = pre[:, start:start + width * b].reshape(rows, width, b)
