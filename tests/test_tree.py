@@ -17,7 +17,7 @@ from mdlsae.measure.dl import measure_dl
 from mdlsae.measure.kernels import select_quantize
 from mdlsae.models.sae import SAE, SAEConfig
 from mdlsae.models.train import TrainConfig, train
-from mdlsae.models.tree import regular_forest, tree_depth, validate_parents
+from mdlsae.models.tree import TreeRule, regular_branching, regular_forest, tree_depth, validate_parents
 
 
 def tree_sae(d_in=16, d_sae=42, branching=(2, 2), k=2, seed=0) -> SAE:
@@ -57,6 +57,29 @@ def test_native_tree_selection_matches_reference(dtype, d_sae, branching, k):
     rows = mask.rows()
     on = set(zip(rows.tolist(), mask.index.tolist()))
     assert all((r, parents[f]) in on for r, f in on if parents[f] >= 0)
+
+
+@pytest.mark.parametrize("d_sae,branching,k", [(42, [2, 2], 2), (5000, [4], 12), (3100, [30], 3), (44, [2, 1, 3], 3)])
+def test_regular_fast_path_equals_the_general_rule(d_sae, branching, k):
+    parents = regular_forest(d_sae, branching)
+    assert regular_branching(parents) == branching
+    fast, general = TreeRule(torch.from_numpy(parents)), TreeRule(torch.from_numpy(parents), general=True)
+    assert fast.levels and not general.levels
+    g = torch.Generator().manual_seed(d_sae)
+    pre = torch.randn(400, d_sae, generator=g)
+    ties = torch.round(pre * 2) / 2  # many equal siblings and roots: the lower index must win
+    for x in (pre, ties):
+        assert torch.equal(fast.mask(x, k), general.mask(x, k))
+    loose = fast.mask(pre, k, exact_ties=False)  # training's tie rule: same where nothing ties
+    assert torch.equal(loose, general.mask(pre, k))
+
+
+def test_irregular_forests_take_the_general_path():
+    regular = regular_forest(14, [2, 2])
+    for parents in ([-1, 0, 0, -1, 3], [-1, -1, 0, 0, 1], [-1, 2, 0, 0], np.full(5, -1),
+                    np.r_[regular[:-1], 0]):
+        assert regular_branching(np.asarray(parents)) is None
+    assert regular_branching(np.array([-1, -1, 0, 1])) == [1]
 
 
 def test_ties_go_to_the_lower_child():

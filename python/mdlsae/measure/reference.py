@@ -27,7 +27,7 @@ def select_quantize(pre: torch.Tensor, k: int = 0, threshold: torch.Tensor | np.
     if bias is not None:
         pre = pre + torch.as_tensor(bias).detach().float()
     if parents is not None:
-        z = torch.where(TreeRule(torch.as_tensor(parents)).mask(pre, k), pre, torch.zeros(()))
+        z = torch.where(TreeRule(torch.as_tensor(parents), general=True).mask(pre, k), pre, torch.zeros(()))
     elif k > 0:
         z = torch.where(topk_mask(pre, k), pre, torch.zeros(()))
     else:

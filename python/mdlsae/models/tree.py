@@ -11,6 +11,11 @@ tree SAE's selection (DESIGN §2, after H-SAE, Muchane et al. 2025):
 
 So a child fires only when its parent fires, and siblings exclude one another (Animal → one of
 Bird, Fish, …). The native kernel (``csrc/cpu/select_quantize.cpp``) implements the same rule.
+
+:class:`TreeRule` has two paths to the same mask: a general one for any forest (the per-parent
+winner by ``scatter_reduce``, then level-by-level propagation; the reference), and one for the
+regular forests that training builds, where each level's children are a contiguous block
+grouped by parent, so the per-parent winner is a reshape and a ``max`` (the training hot loop).
 """
 
 from __future__ import annotations
@@ -77,11 +82,35 @@ def regular_forest(d_sae: int, branching: list[int]) -> np.ndarray:
     return np.concatenate(parents).astype(np.int64)
 
 
+def regular_branching(parents: np.ndarray) -> list[int] | None:
+    """The branching that :func:`regular_forest` builds ``parents`` from, or None when the forest
+    is not such a regular one (then only the general path of :class:`TreeRule` applies)."""
+    parents = np.asarray(parents, dtype=np.int64)
+    d, roots = len(parents), int((parents < 0).sum())  # regular: all of them first (checked at the end)
+    branching, first, width, at = [], 0, roots, roots
+    while 0 < at < d:  # level by level: the children of the level's first node give its branching
+        b = int((parents == first).sum())
+        if b == 0 or at + width * b > d:
+            return None
+        branching.append(b)
+        first, width, at = at, width * b, at + width * b
+    if not branching or at != d or not np.array_equal(regular_forest(d, branching), parents):
+        return None
+    return branching
+
+
+def _top(pre: torch.Tensor, k: int, exact_ties: bool) -> torch.Tensor:
+    """Bool mask of the k largest per row: ties to the lower index, or as torch.topk breaks them."""
+    if exact_ties:
+        return fast_topk_mask(pre, k)
+    return torch.zeros_like(pre, dtype=torch.bool).scatter_(1, pre.topk(k, dim=1, sorted=False).indices, True)
+
+
 class TreeRule:
     """The tree selection over torch tensors, for a fixed forest (built once: the index
-    arrays, the root mask, the depth)."""
+    arrays, the root mask, the depth; for a regular forest its levels, unless ``general``)."""
 
-    def __init__(self, parents: torch.Tensor):
+    def __init__(self, parents: torch.Tensor, general: bool = False):
         p = parents.to(torch.int64)
         self.d = len(p)
         self.roots = p < 0
@@ -90,6 +119,13 @@ class TreeRule:
         depth = tree_depth(p.cpu().numpy())
         expect(depth is not None, "parents contain a cycle; they must form a forest")
         self.depth = int(depth.max()) if self.d else 0
+        branching = None if general else regular_branching(p.cpu().numpy())
+        # (first parent, parents, branching) per level; the level's children follow its parents
+        self.levels, self.n_roots = [], int(self.roots.sum())
+        first, width = 0, self.n_roots
+        for b in branching or []:
+            self.levels.append((first, width, b))
+            first, width = first + width, width * b
 
     def to(self, device) -> "TreeRule":
         for name in ("roots", "child", "parent_of"):
@@ -110,15 +146,30 @@ class TreeRule:
     def mask(self, pre: torch.Tensor, k: int, exact_ties: bool = True) -> torch.Tensor:
         """Bool [rows, d]: the latents the tree rule keeps. ``exact_ties=False`` breaks ties
         among the roots as torch.topk does (training, where ties do not matter)."""
-        root_pre = pre.masked_fill(~self.roots, -torch.inf)
-        k = min(k, int(self.roots.sum()))
-        if exact_ties:
-            keep = fast_topk_mask(root_pre, k)
-        else:
-            keep = torch.zeros_like(pre, dtype=torch.bool).scatter_(1, root_pre.topk(k, dim=1, sorted=False).indices, True)
+        if self.levels:
+            return self._regular_mask(pre, k, exact_ties)
+        keep = _top(pre.masked_fill(~self.roots, -torch.inf), min(k, self.n_roots), exact_ties)
         keep &= pre > 0
         if len(self.child):
             win = self.winners(pre)
             for _ in range(self.depth):  # level by level: a child needs its parent kept
                 keep[:, self.child] = win & keep[:, self.parent_of]
+        return keep
+
+    def _regular_mask(self, pre: torch.Tensor, k: int, exact_ties: bool) -> torch.Tensor:
+        """:meth:`mask` for a regular forest: the roots are the first columns, and below each
+        level's parents [first, first + width) sit their children, b per parent in order, so
+        a parent's winner is the max (first index on ties) of its row of b."""
+        rows, r = pre.shape[0], self.n_roots
+        k = min(k, r)
+        keep = torch.empty(pre.shape, dtype=torch.bool, device=pre.device)
+        root_pre = pre[:, :r]
+        keep[:, :r] = _top(root_pre, k, exact_ties) & (root_pre > 0)
+        for first, width, b in self.levels:
+            start = first + width
+            kids = pre[:, start:start + width * b].reshape(rows, width, b)
+            best, at = kids.max(dim=2, keepdim=True)
+            fire = (best > 0) & keep[:, first:start].unsqueeze(2)
+            keep[:, start:start + width * b] = torch.zeros_like(kids, dtype=torch.bool).scatter_(
+                2, at, fire).reshape(rows, width * b)
         return keep
