@@ -21,10 +21,16 @@ from mdlsae.codec import inspect
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _sigint_default() -> None:
+    # A shell starts background jobs (a CI runner's, say) with SIGINT ignored, and Python keeps an
+    # inherited "ignore": give the child SIGINT back, as a terminal's foreground job has it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli(*args: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=PACKAGE_PATH)
     return subprocess.Popen([sys.executable, "-m", "mdlsae.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_sigint_default)
 
 
 def interrupt_when(proc: subprocess.Popen, ready, sig: int, timeout: float = 120.0) -> tuple[int, str]:
