@@ -289,5 +289,9 @@ def test_half_precision_gemm_codes(tmp_path, dtype):
     assert codes != exact and abs(info.l0 - exact.nnz / 500) < 0.05  # a few codes move, not many
     with MdlFile(tmp_path / "h.mdl") as f:
         assert f.meta["compute_dtype"] == dtype
+    with torch.no_grad():  # the half-precision copy of W_enc follows changes to the weights
+        sae.W_enc.mul_(2)
+        gemm, _ = sae.encoder_parts(x)
+        assert torch.equal(gemm, x.to(dt) @ sae.W_enc.detach().to(dt))
     with pytest.raises(MdlsaeError, match="compute dtype must be one of"):
         sae.set_compute_dtype("int8")

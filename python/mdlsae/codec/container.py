@@ -79,12 +79,10 @@ def check_meta(meta, damaged) -> dict:
     Fields a reader does not use are kept but not checked."""
     if not isinstance(meta, dict):
         raise damaged(f"header metadata is a JSON {type(meta).__name__}, not an object")
-    for name, (ok, expected) in _FIELDS.items():
-        if name not in meta:
-            raise damaged(f"header field {name!r} is missing")
-        if not ok(meta[name]):
-            raise damaged(f"header field {name!r} is {meta[name]!r}, expected {expected}")
-    for name, (ok, expected) in _OPTIONAL.items():
+    missing = [name for name in _FIELDS if name not in meta]
+    if missing:
+        raise damaged(f"header field {missing[0]!r} is missing")
+    for name, (ok, expected) in (_FIELDS | _OPTIONAL).items():
         if name in meta and not ok(meta[name]):
             raise damaged(f"header field {name!r} is {meta[name]!r}, expected {expected}")
     if meta.get("model_rows", meta["n_rows"]) < meta["n_rows"]:

@@ -65,7 +65,7 @@ def add_memory_flag(p: argparse.ArgumentParser) -> None:
 
 
 def add_device_flag(p: argparse.ArgumentParser) -> None:
-    """``--device``: where the SAE runs (read back with :func:`sae_on_device`)."""
+    """``--device``: where the SAE runs (read back with :func:`load_sae`)."""
     p.add_argument("--device", default="cpu", metavar="DEVICE",
                    help="where the SAE runs: cpu (default), cuda or cuda:N; on a GPU the GEMM, the fused select "
                         "kernel and the histograms run there (and, for encode and decode, the rANS coder), the "
@@ -87,11 +87,6 @@ def device_from(text: str):
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise MdlsaeError(f"--device {text}: this torch ({torch.__version__}) sees no CUDA device")
     return dev
-
-
-def sae_on_device(sae, text: str):
-    """``sae`` moved to the ``--device`` named by ``text``."""
-    return sae.to(device_from(text))
 
 
 def add_threads_flag(p: argparse.ArgumentParser) -> None:
@@ -133,10 +128,12 @@ def add_dtype_flag(p: argparse.ArgumentParser) -> None:
 
 
 def load_sae(args: argparse.Namespace):
-    """The SAE named by ``--sae``, in the ``--dtype`` of ``add_dtype_flag``."""
+    """The SAE named by ``--sae``, on the ``--device`` of ``add_device_flag`` and in the
+    ``--dtype`` of ``add_dtype_flag`` (where the command has them)."""
     from ..models.sae import SAE
 
-    return SAE.load(args.sae).set_compute_dtype(getattr(args, "dtype", "float32"))
+    sae = SAE.load(args.sae).set_compute_dtype(getattr(args, "dtype", "float32"))
+    return sae.to(device_from(getattr(args, "device", "cpu")))
 
 
 def add_metric_arguments(p: argparse.ArgumentParser) -> None:

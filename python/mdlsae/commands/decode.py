@@ -7,12 +7,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import (add_device_flag, add_memory_flag, add_progress_flag, sae_on_device, show_progress)
+from . import add_device_flag, add_memory_flag, add_progress_flag, load_sae, show_progress
 from ..codec.api import check_sae, decode_file
 from ..codec.container import open_mdl
 from ..budget import rows_for
 from ..fileio import atomic_file
-from ..models.sae import SAE
 
 
 def add_parser(sub) -> None:
@@ -27,7 +26,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    sae = sae_on_device(SAE.load(args.sae), args.device)
+    sae = load_sae(args)
     with open_mdl(args.file) as f:
         check_sae(f, sae)
         n, d = f.n_rows, sae.d_in

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import (add_acts_argument, add_device_flag, add_distributed_flag, add_dtype_flag, add_memory_flag,
                add_metric_arguments, add_progress_flag, load_sae, metric_from, open_acts, positive_float,
-               sae_on_device, show_progress)
+               show_progress)
 from ..errors import MdlsaeError
 from ..measure.dl import measure_dl
 from ..models.sae import SAE
@@ -107,7 +107,7 @@ def load_steps(path: str, d_sae: int) -> np.ndarray:
 
 
 def run(args) -> int:
-    sae = sae_on_device(load_sae(args), args.device)
+    sae = load_sae(args)
     step = step_from(args, sae)
     acts, progress = open_acts(args), show_progress(args)
     parents, forest = resolve_parents(args.parents, acts, sae, step, progress)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from . import (add_acts_argument, add_device_flag, add_distributed_flag, add_dtype_flag, add_memory_flag,
-               add_progress_flag, load_sae, open_acts, positive_int, sae_on_device, show_progress)
+               add_progress_flag, load_sae, open_acts, positive_int, show_progress)
 from ..codec.api import DEFAULT_CHUNK_ROWS, encode
 from .dl import add_parents_argument, add_step_arguments, resolve_parents, step_from
 
@@ -41,7 +41,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    sae = sae_on_device(load_sae(args), args.device)
+    sae = load_sae(args)
     step = step_from(args, sae)
     acts, progress = open_acts(args), show_progress(args)
     parents, _ = resolve_parents(args.parents, acts, sae, step, progress)

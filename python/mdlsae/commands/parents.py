@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from . import (add_acts_argument, add_device_flag, add_distributed_flag, add_dtype_flag, add_memory_flag,
-               add_progress_flag, load_sae, open_acts, positive_float, positive_int, sae_on_device,
+               add_progress_flag, load_sae, open_acts, positive_float, positive_int, 
                show_progress)
 from .. import distributed
 from ..errors import expect
@@ -82,7 +82,7 @@ def table(s: dict) -> str:
 
 
 def run(args) -> int:
-    sae = sae_on_device(load_sae(args), args.device)
+    sae = load_sae(args)
     step = step_from(args, sae)
     forest, summary = report(open_acts(args), sae, step, args.fit, args.candidates,
                              show_progress(args))

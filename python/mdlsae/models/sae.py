@@ -112,7 +112,8 @@ class SAE(torch.nn.Module):
         if cfg.architecture != "jumprelu":
             self.register_parameter("threshold", None)
         self._tree: TreeRule | None = None  # built on first use, on the latents' device
-        self._gemm_w: torch.Tensor | None = None  # W_enc in the encoder GEMM's dtype, if not float32
+        self._gemm_dtype: torch.dtype | None = None  # the encoder GEMM's (set_compute_dtype); None: W_enc's own
+        self._gemm_cache: tuple | None = None  # (W_enc's device, storage, version), W_enc in that dtype
 
     COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -125,12 +126,22 @@ class SAE(torch.nn.Module):
         expect(name in self.COMPUTE_DTYPES, f"compute dtype must be one of {', '.join(self.COMPUTE_DTYPES)}, "
                                             f"got {name!r}")
         dt = self.COMPUTE_DTYPES[name]
-        self._gemm_w = None if dt == torch.float32 else self.W_enc.detach().to(dt)
+        self._gemm_dtype, self._gemm_cache = dt, None
         return self
 
     @property
     def compute_dtype(self) -> torch.dtype:
-        return torch.float32 if self._gemm_w is None else self._gemm_w.dtype
+        return self.W_enc.dtype if self._gemm_dtype is None else self._gemm_dtype
+
+    def _gemm_weight(self) -> torch.Tensor:
+        """W_enc in the compute dtype: cast once, again only after the SAE moved or its weights changed."""
+        w = self.W_enc
+        if w.dtype == self.compute_dtype:
+            return w
+        key = (w.device, w.data_ptr(), w._version)
+        if self._gemm_cache is None or self._gemm_cache[0] != key:
+            self._gemm_cache = (key, w.detach().to(self._gemm_dtype))
+        return self._gemm_cache[1]
 
     @staticmethod
     def shapes(cfg: SAEConfig) -> dict[str, tuple[int, ...]]:
@@ -245,7 +256,7 @@ class SAE(torch.nn.Module):
         the GEMM in page faults."""
         x = self.normalize(x)
         bias = self.b_enc - self.b_dec @ self.W_enc if self.cfg.apply_b_dec_to_input else self.b_enc
-        w = self.W_enc if self._gemm_w is None else self._gemm_w
+        w = self._gemm_weight()
         x = x.to(w.dtype)
         return (x @ w if out is None else torch.matmul(x, w, out=out)), bias
 
