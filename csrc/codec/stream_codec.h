@@ -63,14 +63,16 @@ MDLSAE_CODEC_HD int64_t gap_put_bound(const GapModel& g, int64_t n, int64_t n_se
 // Puts, in reverse coding order, the active positions pos[0, n) (strictly increasing, < n_seq)
 // of a sequence of n_seq rows and its end, as GapModel describes. sym: the model's grouped
 // symbols (gap_intervals' order). Returns false when the model says the feature never fires.
-template <class Room>
-MDLSAE_STREAM_HD inline bool put_gaps_reverse(RansEncoder& enc_io, Room& room, const int32_t* pos, int64_t n,
+// Enc: the RansEncoder itself, or anything with its put, put_exact and `out` (whose room `room`
+// makes), such as the CPU's queue of symbols (chunk_codec.cpp).
+template <class Enc, class Room>
+MDLSAE_STREAM_HD inline bool put_gaps_reverse(Enc& enc_io, Room& room, const int32_t* pos, int64_t n,
                                               int64_t n_seq, const GapModel& g, const EncSymbol* sym) {
   if (!g.used) return n == 0;
   const int32_t m = g.m;
   const GapGroups gg = gap_groups(m);
-  RansEncoder enc = enc_io;  // a local copy keeps the lane states in registers
-  const EncSymbol cont = sym[gg.head_symbols() - 1];
+  Enc enc = enc_io;  // a local copy keeps the lane states in registers
+  const EncSymbol& cont = sym[gg.head_symbols() - 1];
   const EncSymbol* low = sym + gg.head_symbols();
   // binary decisions come only in a sequence's last, partial block (a few per feature and
   // chunk): coded with a division rather than stored
@@ -117,14 +119,15 @@ MDLSAE_STREAM_HD inline bool put_gaps_reverse(RansEncoder& enc_io, Room& room, c
 
 // Puts, in reverse coding order, the values q[0, n) of feature f; returns the index of the first
 // (in reverse order) value missing from its table, or -1.
-template <class Room>
-MDLSAE_STREAM_HD inline int64_t put_values_reverse(RansEncoder& enc_io, Room& room, const TablesView& t,
+template <class Enc, class Room>
+MDLSAE_STREAM_HD inline int64_t put_values_reverse(Enc& enc_io, Room& room, const TablesView& t,
                                                    const EncoderView& e, int32_t f, const int32_t* q, int64_t n) {
   enc_io.out = room(enc_io.out, n);
-  RansEncoder enc = enc_io;
+  Enc enc = enc_io;
   const EncSymbol* sym = e.val_sym + t.vptr[f];
+  const EncoderView::ValueMap vm = e.value_map(t, f);
   for (int64_t i = n - 1; i >= 0; --i) {
-    const int64_t s = e.value_index(t, f, q[i]);
+    const int64_t s = vm.index(q[i]);
     if (s < 0) return i;
     enc.put(sym[s]);
   }
@@ -171,10 +174,10 @@ MDLSAE_CODEC_HD int64_t stream_word_bound(const TablesView& t, const ColumnsView
 }
 
 // Encodes the stream of features order[lo, hi) of a chunk into enc (words written forward from
-// enc.out, room made by `room`). on, off: scratch at the columns' positions (the entries of
-// feature f at [col.ptr[f], col.ptr[f + 1])), used by children.
-template <class Room>
-MDLSAE_STREAM_HD inline StreamStatus encode_stream(RansEncoder& enc, Room& room, const TablesView& t,
+// enc.out, room made by `room`; Enc as in put_gaps_reverse). on, off: scratch at the columns'
+// positions (the entries of feature f at [col.ptr[f], col.ptr[f + 1])), used by children.
+template <class Enc, class Room>
+MDLSAE_STREAM_HD inline StreamStatus encode_stream(Enc& enc, Room& room, const TablesView& t,
                                                    const EncoderView& e, const ColumnsView& col, int64_t lo,
                                                    int64_t hi, int32_t* on, int32_t* off) {
   StreamStatus st;
