@@ -147,6 +147,24 @@ def test_hierarchy_recovery_sees_absorption():
         hierarchy_recovery(toy.features, on[:, :10], toy)
 
 
+def test_hierarchy_recovery_checks_the_learned_forest():
+    from mdlsae.data import hierarchy_recovery
+
+    toy = make_toy(n_rows=5_000, seed=5, d=64, n_features=96, mean_active=3, n_parents=8, children=2,
+                   child_rate=0.7)
+    on, kids = toy.coeffs > 0, np.flatnonzero(toy.parents >= 0)
+    perm = np.random.default_rng(1).permutation(len(toy.features))  # latents in another order
+    learned, forest = toy.features[perm], np.full(len(perm), -1)
+    inv = np.argsort(perm)
+    forest[inv[kids]] = inv[toy.parents[kids]]
+    assert hierarchy_recovery(learned, on[:, perm], toy, parents=forest)["pairs_in_forest"] == 1.0
+    wrong = forest.copy()
+    wrong[inv[kids[:3]]] = -1  # three children moved to the roots
+    assert hierarchy_recovery(learned, on[:, perm], toy, parents=wrong)["pairs_in_forest"] == 1 - 3 / len(kids)
+    with pytest.raises(MdlsaeError, match="parents must be"):
+        hierarchy_recovery(learned, on[:, perm], toy, parents=forest[:5])
+
+
 def test_discover_from_an_sae_within_a_small_budget(monkeypatch):
     sae = make_sae("topk", d_in=16, d_sae=64, k=6, seed=4)
     x = torch.randn(4000, 16, generator=torch.Generator().manual_seed(5))

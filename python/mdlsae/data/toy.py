@@ -269,7 +269,8 @@ def mmcs(learned, true) -> float:
     return float(max_cosine(learned, true).mean())
 
 
-def hierarchy_recovery(learned, active: np.ndarray, toy: "ToyData", min_cosine: float = 0.9) -> dict:
+def hierarchy_recovery(learned, active: np.ndarray, toy: "ToyData", min_cosine: float = 0.9,
+                       parents: np.ndarray | None = None) -> dict:
     """How a learned dictionary recovers a toy's planted trees, and how much it absorbs.
 
     ``learned``: an SAE or its decoder [D, d]; ``active``: bool [n_rows, D], which learned
@@ -278,12 +279,16 @@ def hierarchy_recovery(learned, active: np.ndarray, toy: "ToyData", min_cosine: 
     >= ``min_cosine``. Over the recovered pairs: ``parent_absorbed``, the share of rows with both
     true features active where the parent's latent is silent (the child latent took it over),
     and ``child_leak``, the share of rows without the true parent where the child's latent
-    fires anyway.
+    fires anyway. With ``parents``, the learned forest (a tree SAE's, or one discovered on its
+    codes), also ``pairs_in_forest``: the share of planted pairs whose recovered child latent
+    has the recovered parent latent as its parent there.
 
     >>> toy = make_toy(n_rows=2000, d=32, n_features=48, n_parents=4, children=2, child_rate=0.8)
     >>> r = hierarchy_recovery(toy.features, toy.coeffs > 0, toy)  # the truth itself
     >>> r["pairs_recovered"], r["parent_absorbed"], r["child_leak"]
     (1.0, 0.0, 0.0)
+    >>> hierarchy_recovery(toy.features, toy.coeffs > 0, toy, parents=toy.parents)["pairs_in_forest"]
+    1.0
     """
     learned = getattr(learned, "W_dec", learned)
     if isinstance(learned, torch.Tensor):
@@ -308,7 +313,13 @@ def hierarchy_recovery(learned, active: np.ndarray, toy: "ToyData", min_cosine: 
             absorbed.append(float((~active[both, match[p]]).mean()))
         if without.any():
             leaked.append(float(active[without, match[c]].mean()))
-    return {"pairs": int(len(kids)), "pairs_recovered": len(ok) / max(len(kids), 1),
+    out = {}
+    if parents is not None:
+        parents = np.asarray(parents, dtype=np.int64)
+        expect(parents.shape == (len(a),), f"parents must be [{len(a)}] (one per learned latent), got "
+                                           f"{list(parents.shape)}")
+        out["pairs_in_forest"] = float((parents[match[ok]] == match[toy.parents[ok]]).sum()) / max(len(kids), 1)
+    return {**out, "pairs": int(len(kids)), "pairs_recovered": len(ok) / max(len(kids), 1),
             "features_recovered": float((best >= min_cosine).mean()),
             "parent_absorbed": float(np.mean(absorbed)) if absorbed else 0.0,
             "child_leak": float(np.mean(leaked)) if leaked else 0.0}
