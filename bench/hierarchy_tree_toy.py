@@ -9,8 +9,10 @@ rows at ε = FVU 0.10: DL at the effective global step and at per-feature steps,
 the forest (the flat SAEs' discovered one, ``parents="auto"``; the tree's own), the flat DL
 beside it, and the recovery of the planted pairs (cosine 0.9 and 0.7, and whether the learned
 forest puts them in place). Rows: flat TopK at several k; the tree from scratch; the tree
-started from the best flat TopK SAE plus the strict part of its discovered forest; and an *oracle* tree started at the planted
-directions and forest (not a fair competitor: it shows what the architecture can reach).
+started from the best flat TopK SAE plus the strict part of its discovered forest, and from a
+Matryoshka SAE of the same k (its latents absorb less) the same way; and an *oracle* tree
+started at the planted directions and forest (not a fair competitor: it shows what the
+architecture can reach).
 
 Usage: python bench/hierarchy_tree_toy.py [--epochs E] [--out bench/results/hierarchy_tree_toy.json]
 """
@@ -47,6 +49,12 @@ def oracle(toy, k: int) -> SAE:
     cfg = SAEConfig("tree", d_in=f.shape[1], d_sae=f.shape[0], k=k, parents=toy.parents)
     return SAE.from_weights(cfg, {"W_enc": f.T.contiguous(), "b_enc": torch.zeros(len(f)), "W_dec": f.clone(),
                                   "b_dec": torch.zeros(f.shape[1])}, where="the oracle")
+
+
+def as_topk(sae: SAE, k: int) -> SAE:
+    """A saved (JumpReLU-form) SAE's encoder and dictionary as a TopK SAE, thresholds dropped."""
+    w = {n: p.detach().clone() for n, p in sae.named_parameters() if n in ("W_enc", "b_enc", "W_dec", "b_dec")}
+    return SAE.from_weights(SAEConfig("topk", d_in=sae.d_in, d_sae=sae.d_sae, k=k), w, where="the Matryoshka SAE")
 
 
 def strict_part(forest, min_share: float = 0.9) -> np.ndarray:
@@ -118,6 +126,16 @@ def main() -> None:
                 sae, s = run("tree", TrainConfig(architecture="tree", d_sae=224, k=k, epochs=a.epochs, seed=0),
                              init=tree_from(start, forest, k))
                 add(measure(f"tree k{k}, from topk k{best['k']} + strict forest", sae, held, x_held, s))
+    if best is not None:  # the same from Matryoshka's (less absorbed) latents, read as a TopK SAE
+        m, _ = run("matryoshka", TrainConfig(architecture="matryoshka", d_sae=224, k=best["k"], epochs=a.epochs,
+                                             seed=0))
+        start = as_topk(m, best["k"])
+        forest = strict_part(discover_parents(x_tr, start, 0.05))
+        for k in a.tree_k:
+            if k <= int((forest < 0).sum()):
+                sae, s = run("tree", TrainConfig(architecture="tree", d_sae=224, k=k, epochs=a.epochs, seed=0),
+                             init=tree_from(start, forest, k))
+                add(measure(f"tree k{k}, from matryoshka k{best['k']} + strict forest", sae, held, x_held, s))
     for k in a.tree_k:
         sae, s = run("tree", TrainConfig(architecture="tree", d_sae=224, k=k, epochs=a.epochs, seed=0),
                      init=oracle(toy, k))
