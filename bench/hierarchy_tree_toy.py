@@ -118,24 +118,20 @@ def main() -> None:
         add(measure(f"tree k{k}, from scratch", sae, held, x_held, s))
     ok = [r for r in rows if r["meets_tolerance"] and r["sae"].startswith("topk")]
     best = min(ok, key=lambda r: r["dl_per_feature_steps"]) if ok else None
-    if best is not None:  # the tree started from the best flat SAE and the forest found on its training codes
-        start = flat[best["k"]]
+    def trees_from(start: SAE, label: str) -> None:
+        """Trees started from ``start`` and the strict part of the forest found on its training codes."""
         forest = strict_part(discover_parents(x_tr, start, 0.05))
         for k in a.tree_k:
             if k <= int((forest < 0).sum()):
                 sae, s = run("tree", TrainConfig(architecture="tree", d_sae=224, k=k, epochs=a.epochs, seed=0),
                              init=tree_from(start, forest, k))
-                add(measure(f"tree k{k}, from topk k{best['k']} + strict forest", sae, held, x_held, s))
-    if best is not None:  # the same from Matryoshka's (less absorbed) latents, read as a TopK SAE
+                add(measure(f"tree k{k}, from {label} + strict forest", sae, held, x_held, s))
+
+    if best is not None:  # from the best flat SAE, then from Matryoshka's (less absorbed) latents as TopK
+        trees_from(flat[best["k"]], f"topk k{best['k']}")
         m, _ = run("matryoshka", TrainConfig(architecture="matryoshka", d_sae=224, k=best["k"], epochs=a.epochs,
                                              seed=0))
-        start = as_topk(m, best["k"])
-        forest = strict_part(discover_parents(x_tr, start, 0.05))
-        for k in a.tree_k:
-            if k <= int((forest < 0).sum()):
-                sae, s = run("tree", TrainConfig(architecture="tree", d_sae=224, k=k, epochs=a.epochs, seed=0),
-                             init=tree_from(start, forest, k))
-                add(measure(f"tree k{k}, from matryoshka k{best['k']} + strict forest", sae, held, x_held, s))
+        trees_from(as_topk(m, best["k"]), f"matryoshka k{best['k']}")
     for k in a.tree_k:
         sae, s = run("tree", TrainConfig(architecture="tree", d_sae=224, k=k, epochs=a.epochs, seed=0),
                      init=oracle(toy, k))
