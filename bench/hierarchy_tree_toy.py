@@ -68,15 +68,14 @@ def strict_part(forest, min_share: float = 0.9) -> np.ndarray:
     return p
 
 
-def measure(name: str, sae: SAE, held, x_held: np.ndarray, seconds: float, forest=None) -> dict:
+def measure(name: str, sae: SAE, held, x_held: np.ndarray, seconds: float) -> dict:
     g, c = (evaluate_sae(x_held, sae, TOL, "fvu", per_feature=pf, parents=None if sae.cfg.parents is not None
                          else "auto") for pf in (False, True))
     gd = g.to_dict()
-    if forest is None and sae.cfg.parents is None:  # the flat SAE's discovered forest, at its step
-        forest = discover_parents(x_held, sae, g.step).parents
+    # a tree's own forest, or the flat SAE's found again at its step (Candidate keeps only its summary)
+    parents = sae.cfg.parents if sae.cfg.parents is not None else discover_parents(x_held, sae, g.step).parents
     with torch.no_grad():
         active = (sae.encode(torch.from_numpy(x_held)) > 0).numpy()
-    parents = sae.cfg.parents if sae.cfg.parents is not None else forest
     return {"sae": name, "k": sae.cfg.k, "l0": gd["l0"], "unquantized_fvu": gd["unquantized_loss"],
             "meets_tolerance": gd["meets_tolerance"], "dl_global_step": gd["dl_bits_per_row"],
             "flat_dl_global_step": gd.get("flat_dl_bits_per_row"),
@@ -98,7 +97,7 @@ def main() -> None:
     held = dataclasses.replace(toy, x=x_held, coeffs=toy.coeffs[60_000:])
     rows, flat = [], {}
 
-    def run(name, cfg, init=None):
+    def run(cfg, init=None):
         t = time.perf_counter()
         res = train(x_tr, cfg, init=init)
         return res.sae, time.perf_counter() - t
@@ -109,31 +108,32 @@ def main() -> None:
               "pairs", r["recovery_0.9"]["pairs_recovered"], r["recovery_0.9"].get("pairs_in_forest"), flush=True)
 
     for k in a.flat_k:
-        sae, s = run("topk", TrainConfig(architecture="topk", d_sae=224, k=k, epochs=a.epochs, seed=0))
+        sae, s = run(TrainConfig(architecture="topk", d_sae=224, k=k, epochs=a.epochs, seed=0))
         flat[k] = sae
         add(measure(f"topk k{k} + discovered forest", sae, held, x_held, s))
     for k in a.tree_k:
-        sae, s = run("tree", TrainConfig(architecture="tree", d_sae=224, k=k, branching=BRANCHING,
+        sae, s = run(TrainConfig(architecture="tree", d_sae=224, k=k, branching=BRANCHING,
                                          epochs=a.epochs, seed=0))
         add(measure(f"tree k{k}, from scratch", sae, held, x_held, s))
     ok = [r for r in rows if r["meets_tolerance"] and r["sae"].startswith("topk")]
     best = min(ok, key=lambda r: r["dl_per_feature_steps"]) if ok else None
+
     def trees_from(start: SAE, label: str) -> None:
         """Trees started from ``start`` and the strict part of the forest found on its training codes."""
         forest = strict_part(discover_parents(x_tr, start, 0.05))
         for k in a.tree_k:
             if k <= int((forest < 0).sum()):
-                sae, s = run("tree", TrainConfig(architecture="tree", d_sae=224, k=k, epochs=a.epochs, seed=0),
+                sae, s = run(TrainConfig(architecture="tree", d_sae=224, k=k, epochs=a.epochs, seed=0),
                              init=tree_from(start, forest, k))
                 add(measure(f"tree k{k}, from {label} + strict forest", sae, held, x_held, s))
 
     if best is not None:  # from the best flat SAE, then from Matryoshka's (less absorbed) latents as TopK
         trees_from(flat[best["k"]], f"topk k{best['k']}")
-        m, _ = run("matryoshka", TrainConfig(architecture="matryoshka", d_sae=224, k=best["k"], epochs=a.epochs,
+        m, _ = run(TrainConfig(architecture="matryoshka", d_sae=224, k=best["k"], epochs=a.epochs,
                                              seed=0))
         trees_from(as_topk(m, best["k"]), f"matryoshka k{best['k']}")
     for k in a.tree_k:
-        sae, s = run("tree", TrainConfig(architecture="tree", d_sae=224, k=k, epochs=a.epochs, seed=0),
+        sae, s = run(TrainConfig(architecture="tree", d_sae=224, k=k, epochs=a.epochs, seed=0),
                      init=oracle(toy, k))
         add(measure(f"ORACLE tree k{k}, from the planted directions and forest", sae, held, x_held, s))
     for r in rows:
