@@ -62,7 +62,7 @@ sae = SAE.load(sys.argv[1])
 info = None
 t = time.perf_counter()
 if sys.argv[2] != "-":
-    info = codec.encode(sys.argv[2], sae, sys.argv[3], float(sys.argv[4]), chunk_rows=int(sys.argv[5]))
+    info = codec.encode(sys.argv[2], sae, sys.argv[3], float(sys.argv[4]), chunk_rows=int(sys.argv[5]) or None)
 dt = time.perf_counter() - t
 done.set()
 st = status()
@@ -103,7 +103,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--dtype", default="float16", choices=["float16", "float32"])
     ap.add_argument("--step", type=float, default=0.1)
-    ap.add_argument("--chunk-rows", type=int, default=codec.DEFAULT_CHUNK_ROWS)
+    ap.add_argument("--chunk-rows", type=int, default=0, help="default 0: the encoder's automatic size")
     ap.add_argument("--dir", default=None, help="where to write the .npy and .mdl (default: a temp dir, removed)")
     ap.add_argument("--out", default="bench/results/encode_memory.json")
     args = ap.parse_args()
@@ -119,7 +119,7 @@ def main() -> None:
     enc = run_child([str(sae_dir), str(npy), str(mdl), str(args.step), str(args.chunk_rows)])
     info = enc["info"]
     cli = run_child(["encode", str(npy), "--sae", str(sae_dir), "-o", str(d / "cli.mdl"), "--step", str(args.step),
-                     "--chunk-rows", str(args.chunk_rows), "--json", "--no-progress"], CLI)
+                     *(["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else []), "--json", "--no-progress"], CLI)
     # Spot-check decoded row ranges against the reference kernel.
     acts = np.load(npy, mmap_mode="r")
     sae = SAE.load(sae_dir)

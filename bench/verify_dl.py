@@ -173,7 +173,7 @@ def main() -> None:
     ap.add_argument("--train-rows", type=int, default=30_000)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--steps", default="0.05,0.1,0.2")
-    ap.add_argument("--chunk-rows", type=int, default=codec.DEFAULT_CHUNK_ROWS)
+    ap.add_argument("--chunk-rows", type=int, default=None, help="default: the encoder's automatic size")
     ap.add_argument("--zstd-level", type=int, default=19)
     ap.add_argument("--datasets", default="0,1,2", help="indices into the built-in dataset list")
     ap.add_argument("--out", default="bench/results/verify_dl.json")
@@ -211,7 +211,7 @@ def main() -> None:
                 same = dec.codes == ref
                 with MdlFile(path) as f:
                     model = f.model
-                seq = symbol_sequence(ref, model, args.chunk_rows)
+                seq = symbol_sequence(ref, model, info.chunk_rows)
                 ideal = ideal_bits(seq)
                 n = info.n_rows
                 streams = info.n_chunks

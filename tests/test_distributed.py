@@ -60,7 +60,8 @@ def commands(d: Path, out: Path, cache: str | Path = SAELENS_CACHE / "cached_act
             ["parents", acts, *sae, "--step", "0.1", "--fit", "0.6", "-o", str(out / "parents.npy"), "--json"],
             ["select", acts, "--sae", str(d / "sae"), "--tolerance", "0.2", "--per-feature", "--json"],
             ["encode", str(d / "shards"), *sae, "--step", "0.1", "--chunk-rows", "512", "--sharded",
-             "-o", str(out / "s.mdl"), "--json"]]
+             "-o", str(out / "s.mdl"), "--json"],
+            ["encode", acts, *sae, "--step", "0.1", "-o", str(out / "auto.mdl"), "--json"]]  # automatic chunks
 
 
 def torchrun(n: int, plan: dict, tmp: Path, script: str = "tests/dist_worker.py") -> subprocess.CompletedProcess:
@@ -121,7 +122,7 @@ def test_same_bytes_and_dl_on_any_number_of_ranks(data, single, tmp_path, ranks)
     r = torchrun(ranks, {"commands": commands(data, out), "out": str(out)}, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     got = [json.loads((out / f"{i}.out").read_text()) for i in range(len(ref))]
-    for name in ("c.mdl", "a.mdl", "p.mdl", "parents.npy", *(f"s.mdl/shard_{i:05d}.mdl" for i in range(5)),
+    for name in ("c.mdl", "a.mdl", "p.mdl", "auto.mdl", "parents.npy", *(f"s.mdl/shard_{i:05d}.mdl" for i in range(5)),
                  "s.mdl/manifest.json"):
         assert (out / name).read_bytes() == (one / name).read_bytes(), name
     assert got[6] == ref[6] and got[6]["shards"] == 5
@@ -131,7 +132,7 @@ def test_same_bytes_and_dl_on_any_number_of_ranks(data, single, tmp_path, ranks)
     assert_same(got[3], ref[3])
     assert_same({**got[4], "output": None}, {**ref[4], "output": None})
     assert_same(got[5], ref[5])
-    assert sorted(p.name for p in out.iterdir() if p.suffix != ".out") == ["a.mdl", "c.mdl", "p.mdl", "parents.npy",
+    assert sorted(p.name for p in out.iterdir() if p.suffix != ".out") == ["a.mdl", "auto.mdl", "c.mdl", "p.mdl", "parents.npy",
                                                                             "s.mdl"]
 
 
@@ -151,8 +152,8 @@ def test_error_on_one_rank_names_it(data, tmp_path):
     np.save(tmp_path / "nan.npy", x)
     out = tmp_path / "out"
     out.mkdir()
-    argv = ["encode", str(tmp_path / "nan.npy"), "--sae", str(data / "sae"), "--step", "0.1", "-o",
-            str(out / "a.mdl")]
+    argv = ["encode", str(tmp_path / "nan.npy"), "--sae", str(data / "sae"), "--step", "0.1", "--chunk-rows", "512",
+            "-o", str(out / "a.mdl")]  # (automatic chunks would have every rank code the first rows up front)
     r = torchrun(2, {"commands": [argv], "out": str(out)}, tmp_path)
     assert r.returncode != 0
     assert "mdlsae: error: rank 1: " in r.stderr and "row 4000, column 3 is nan" in r.stderr

@@ -8,8 +8,8 @@ plain Python transcription of the encoder that the tests hold the native bytes t
     True
 """
 
-from .api import DEFAULT_CHUNK_ROWS, Decoded, MdlInfo, build_model, check_sae, decode, decode_file, encode, inspect
+from .api import Decoded, MdlInfo, auto_chunk_rows, build_model, check_sae, decode, decode_file, encode, inspect
 from .container import MdlFile, MdlSet, open_mdl
 
-__all__ = ["DEFAULT_CHUNK_ROWS", "Decoded", "MdlFile", "MdlInfo", "MdlSet", "build_model", "check_sae", "decode",
+__all__ = ["Decoded", "MdlFile", "MdlInfo", "MdlSet", "auto_chunk_rows", "build_model", "check_sae", "decode",
            "decode_file", "encode", "inspect", "open_mdl"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -56,7 +57,30 @@ from ..measure.forest import shape_of
 from ..measure.store import CodeStore
 from ..models.sae import SAE
 
-DEFAULT_CHUNK_ROWS = 16384
+CHUNK_BITS = 1 << 22  # payload per chunk that the automatic chunk size aims at
+_PILOT_ROWS, _MIN_CHUNK_ROWS, _MAX_CHUNK_ROWS = 8192, 1024, 1 << 20
+
+
+def auto_chunk_rows(first: SparseCodes) -> int:
+    """Rows per chunk for about :data:`CHUNK_BITS` (4 Mbit) of payload each, from the codes of a
+    dataset's first rows (``encode`` takes 8,192): a power of two in [1024, 2^20] from their flat
+    DL estimate. Every stream costs ~170 bits beyond the estimate (its flushed lane states and
+    their start, bench/README), so a fixed row count left sparse codes' chunks at 0.02–0.03 %
+    over it; at 4 Mbit it is < 0.005 %. A function of the first rows' codes only, so a
+    distributed run (which codes them once more up front, to split the rows on chunks) and a
+    single process pick the same size.
+
+    >>> auto_chunk_rows(SparseCodes(np.arange(1001), np.arange(1000, dtype=np.int32) % 2,
+    ...                             np.ones(1000, dtype=np.int32), 2))  # 2 bits a row
+    1048576
+    """
+    pairs, q_count = np.unique(first.index.astype(np.int64) << 32 | first.q, return_counts=True)
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(pairs >> 32, minlength=first.d_sae))])
+    stats = FeatureStats(first.n_rows, np.bincount(first.index, minlength=first.d_sae), ptr, pairs & 0xFFFFFFFF,
+                         q_count)
+    bits_per_row = stats.estimate_bits(conditional=False) / max(first.n_rows, 1)
+    want = CHUNK_BITS / max(bits_per_row, 1e-6)
+    return int(min(_MAX_CHUNK_ROWS, max(_MIN_CHUNK_ROWS, 1 << max(0, math.ceil(math.log2(want))))))
 
 
 def build_model(stats: FeatureStats) -> "_C.Model":
@@ -147,7 +171,7 @@ class MdlInfo:
         return "\n".join(f"{a:<{w}}  {b}" for a, b in rows)
 
 
-def encode(acts, sae: SAE, out: str | os.PathLike, step, parents=None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+def encode(acts, sae: SAE, out: str | os.PathLike, step, parents=None, chunk_rows: int | None = None,
            features_per_stream: int = 0, progress: bool = False, sharded: bool = False) -> MdlInfo:
     """Encode ``acts`` with ``sae`` at quantization ``step`` into the file ``out``.
 
@@ -158,7 +182,8 @@ def encode(acts, sae: SAE, out: str | os.PathLike, step, parents=None, chunk_row
     ``features_per_stream``).
     ``sharded``: ``out`` is a folder of one .mdl per shard file of ``acts``, all coded with the
     model of all rows, and a ``manifest.json`` (:class:`~mdlsae.codec.container.MdlSet`);
-    ``decode`` and ``inspect`` read it as one file.
+    ``decode`` and ``inspect`` read it as one file. ``chunk_rows`` (rows per independently
+    decodable chunk) defaults to :func:`auto_chunk_rows`'s.
 
     Under torch.distributed each rank measures and codes the chunks of its share of the rows
     (whole shards when ``sharded``) and writes them at their offsets in rank 0's temporary file
@@ -166,15 +191,23 @@ def encode(acts, sae: SAE, out: str | os.PathLike, step, parents=None, chunk_row
     once every rank has succeeded: the output is byte for byte the one a single process writes.
     The header's creation time is ``SOURCE_DATE_EPOCH`` when set (reproducible files), else now."""
     acts = as_activations(acts)
-    expect(0 < chunk_rows <= _C.MAX_CHUNK_ROWS, f"chunk_rows must be in [1, {_C.MAX_CHUNK_ROWS:,}], got {chunk_rows}")
+    expect(chunk_rows is None or 0 < chunk_rows <= _C.MAX_CHUNK_ROWS,
+           f"chunk_rows must be in [1, {_C.MAX_CHUNK_ROWS:,}], got {chunk_rows}")
     st = steps_tensor(step, sae.d_sae)
     half = budget_bytes() // 2
     spill_dir = os.path.dirname(os.path.abspath(os.fspath(out)))
     n = acts.n_rows
-    rows = distributed.share_at(acts.shard_starts) if sharded else distributed.share(n, chunk_rows)
+    pilot = min(n, _PILOT_ROWS)
+    if chunk_rows is None and distributed.active():  # the ranks' split needs it before the pass
+        first = []
+        scan(acts, sae, step, on_codes=first.append, rows=(0, pilot))  # the same rows on every rank
+        chunk_rows = auto_chunk_rows(SparseCodes.concat(first, sae.d_sae))
+    rows = distributed.share_at(acts.shard_starts) if sharded else distributed.share(n, chunk_rows or 1)
     with CodeStore(sae.d_sae, half, spill_dir) as store:
         stats, _ = scan(acts, sae, step, parents, batch_rows=rows_for(sae.row_bytes(), half), progress=progress,
                         on_codes=store.append, rows=rows)
+        if chunk_rows is None:
+            chunk_rows = auto_chunk_rows(store.rows(0, pilot))
         model = build_model(stats)
         per_feature = st.dim() == 1
         blob = model.pack()
@@ -222,11 +255,13 @@ def _coded_chunks(model: "_C.Model", store: CodeStore, chunk_rows: int, features
                   start: int = 0, stop: int | None = None, coder: StreamCoder | None = None,
                   l0: float = 1.0) -> Iterator[tuple[bytes, int]]:
     """(payload, rows) of every chunk of the stored codes' rows [start, stop), in order: with the
-    CPU coder in parallel groups of one chunk per thread; with a GPU ``coder`` as many chunks per
-    call as its buffers (``l0`` codes a row) fit in half the memory budget."""
+    CPU coder in parallel groups of up to one chunk per thread, as many as their codes and
+    coding buffers (~8 + 32·``l0`` bytes a row) fit in half the memory budget; with a GPU
+    ``coder`` as many chunks per call as its buffers fit there."""
     stop = store.n_rows if stop is None else stop
     if coder is None:
-        group = chunk_rows * max(1, _C.num_threads())
+        fit = rows_for(int(8 + 32 * l0), budget_bytes() // 2) // chunk_rows
+        group = chunk_rows * max(1, min(_C.num_threads(), fit))
     else:
         group = chunk_rows * max(1, rows_for(int(coder.bytes_per_code() * max(1.0, l0)), budget_bytes() // 2)
                                  // chunk_rows)

@@ -6,7 +6,7 @@ import json
 
 from . import (add_acts_argument, add_device_flag, add_distributed_flag, add_dtype_flag, add_memory_flag,
                add_progress_flag, load_sae, open_acts, positive_int, show_progress)
-from ..codec.api import DEFAULT_CHUNK_ROWS, encode
+from ..codec.api import encode
 from .dl import add_parents_argument, add_step_arguments, resolve_parents, step_from
 
 
@@ -22,15 +22,16 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--output", required=True, metavar="FILE.mdl", help="output file (written atomically)")
     add_step_arguments(p, "stored in the file's header")
     add_parents_argument(p)
-    p.add_argument("--chunk-rows", type=positive_int, default=DEFAULT_CHUNK_ROWS,
-                   help=f"rows per independently decodable chunk (default {DEFAULT_CHUNK_ROWS})")
+    p.add_argument("--chunk-rows", type=positive_int, default=None,
+                   help="rows per independently decodable chunk (default: a power of two that gives ~4 Mbit "
+                        "of payload per chunk, from the first rows' DL estimate)")
     p.add_argument("--sharded", action="store_true",
                    help="write FILE.mdl as a folder: one .mdl per shard file of ACTS, all coded with the entropy model "
                         "of all rows, and a manifest.json; decode and inspect read it as one file")
     p.add_argument("--features-per-stream", type=int, default=0, metavar="F",
                    help="features per independent rANS stream within a chunk (default 0: one stream per chunk); "
                         "streams are what the GPU coder runs in parallel (e.g. 256 with --device cuda), at "
-                        "288 bits each")
+                        "~200 bits each")
     add_device_flag(p)
     p.add_argument("--json", action="store_true", help="print the file summary as JSON")
     add_memory_flag(p)
