@@ -5,7 +5,6 @@ features, FVU, L0 and dead fraction. Run: ``python bench/train_toy.py [--threads
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch

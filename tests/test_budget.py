@@ -9,7 +9,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import make_sae
 from mdlsae import MdlsaeError, codec

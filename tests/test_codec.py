@@ -209,7 +209,7 @@ def test_payload_matches_conditional_estimate(tmp_path):
     sae = make_sae("relu", d_in=32, d_sae=64, seed=4)
     parents = np.full(64, -1)
     parents[32:] = np.arange(32)  # children given their parent
-    flat = encode(toy.x, sae, tmp_path / "f.mdl", step=0.05)
+    encode(toy.x, sae, tmp_path / "f.mdl", step=0.05)
     cond = encode(toy.x, sae, tmp_path / "c.mdl", step=0.05, parents=parents)
     assert cond.conditional and 0 <= cond.overhead < 0.003
     assert decode(tmp_path / "c.mdl").codes == decode(tmp_path / "f.mdl").codes

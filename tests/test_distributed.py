@@ -143,7 +143,9 @@ def test_killed_rank_leaves_nothing(data, tmp_path, at):
     plan = {"commands": commands(data, out)[1:2], "out": str(out), "kill": {"rank": 1, "at": at}}
     r = torchrun(2, plan, tmp_path)
     assert r.returncode != 0
-    assert list(out.iterdir()) == []  # no .mdl, no temporary file, no spilled codes (no output: rank 0 stopped)
+    # no .mdl, no temporary file, no spilled codes (rank 0 may still have saved its empty stdout, or
+    # been stopped by torchrun first: which comes first is a race)
+    assert [p.name for p in out.iterdir() if p.suffix != ".out"] == []
 
 
 def test_error_on_one_rank_names_it(data, tmp_path):

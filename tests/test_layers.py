@@ -4,7 +4,6 @@ contract really fails, with a readable message, when a lower layer imports a hig
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest

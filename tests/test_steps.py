@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mdlsae.cli import main
-from mdlsae.codec import decode, encode, inspect
+from mdlsae.codec import decode, encode
 from mdlsae.data import make_toy
 from mdlsae.measure.kernels import select_quantize
 from mdlsae.models.sae import SAE, SAEConfig
