@@ -3,7 +3,7 @@
 Codes: (a) toy codes, 150,000 rows, d=128, D=1024, TopK of the true dictionary, ~8-10 active;
 (b) GPT-2-size codes, 16,384 rows, d=768, D=24,576, k=64 (random SAE, Gaussian rows). Step 0.05.
 
-- ours: CSR codes -> chunk bytes (``_C.encode_chunks``, 16,384-row chunks) -> CSR codes
+- ours: CSR codes -> chunk bytes (``_C.encode_chunks``, the chunk rows ``encode`` picks) -> CSR codes
   (``_C.decode_chunks``): transposition, gap decomposition and framing included.
 - constriction 0.5 ``AnsCoder``, used the usual way for this data: per feature, one
   ``Categorical`` gap model over [0, G) plus an escape symbol G (G: the feature's 99.9th
@@ -35,15 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import toydata  # noqa: E402
 
 from mdlsae._native import _C  # noqa: E402
-from mdlsae.codec.api import build_model  # noqa: E402
+from mdlsae.codec.api import auto_chunk_rows, build_model  # noqa: E402
 from mdlsae.measure.codes import SparseCodes  # noqa: E402
 from mdlsae.measure.entropy import FeatureStats  # noqa: E402
 from mdlsae.measure.kernels import Histogram, select_quantize  # noqa: E402
 from mdlsae.models.sae import SAE, SAEConfig  # noqa: E402
 from mdlsae.studies.demo import true_dictionary_sae  # noqa: E402
-
-CHUNK = 16384
-
 
 def codes_of(batches, sae, k, step=0.05):
     hist, parts = Histogram(sae.d_sae), []
@@ -78,11 +75,12 @@ def median_time(fn, reps):
 
 def ours(codes, stats, reps):
     model = build_model(stats)
-    te, pay = median_time(lambda: _C.encode_chunks(model, codes.row_ptr, codes.index, codes.q, CHUNK, 0), reps)
-    rows = [min(CHUNK, codes.n_rows - i * CHUNK) for i in range(len(pay))]
+    chunk = auto_chunk_rows(codes.slice(0, min(codes.n_rows, 8192)))  # what encode picks
+    te, pay = median_time(lambda: _C.encode_chunks(model, codes.row_ptr, codes.index, codes.q, chunk, 0), reps)
+    rows = [min(chunk, codes.n_rows - i * chunk) for i in range(len(pay))]
     td, dec = median_time(lambda: _C.decode_chunks(model, pay, rows, 0), reps)
     assert SparseCodes(*dec, codes.d_sae) == codes
-    return te, td, 8 * sum(len(p) for p in pay)
+    return te, td, 8 * sum(len(p) for p in pay), chunk
 
 
 def constriction_plan(codes):
@@ -143,10 +141,10 @@ def main() -> None:
     results = {}
     for name, make in (("toy d=128 D=1024", toy_codes), ("GPT-2 size d=768 D=24576 k=64", gpt2_codes)):
         codes, stats = make()
-        oe, od, obits = ours(codes, stats, a.reps)
+        oe, od, obits, chunk = ours(codes, stats, a.reps)
         ce, cd, cbits = constriction_run(constriction_plan(codes), a.reps)
         nnz = codes.nnz
-        r = {"rows": codes.n_rows, "nnz": nnz, "estimate_bits": stats.estimate_bits(),
+        r = {"rows": codes.n_rows, "nnz": nnz, "chunk_rows": chunk, "estimate_bits": stats.estimate_bits(),
              "ours_bits": obits, "constriction_bits": cbits,
              "ours_enc_Mnnz_s": nnz / oe / 1e6, "ours_dec_Mnnz_s": nnz / od / 1e6,
              "constriction_enc_Mnnz_s": nnz / ce / 1e6, "constriction_dec_Mnnz_s": nnz / cd / 1e6}

@@ -8,13 +8,14 @@ so the width budget D=224 fits the truth. Trained on 60,000 rows, measured on 20
 rows at ε = FVU 0.10: DL at the effective global step and at per-feature steps, conditional on
 the forest (the flat SAEs' discovered one, ``parents="auto"``; the tree's own), the flat DL
 beside it, and the recovery of the planted pairs (cosine 0.9 and 0.7, and whether the learned
-forest puts them in place). Rows: flat TopK at several k; the tree from scratch; the tree
-started from the best flat TopK SAE plus the strict part of its discovered forest, and from a
+forest puts them in place), and MMCS to the planted directions. Rows: flat TopK, BatchTopK and
+Matryoshka at several k, each with its discovered forest; the tree from scratch; the tree started
+from the best flat TopK SAE plus the strict part of its discovered forest, and from the
 Matryoshka SAE of the same k (its latents absorb less) the same way; and an *oracle* tree
 started at the planted directions and forest (not a fair competitor: it shows what the
-architecture can reach).
+architecture can reach). A figure beside the JSON (``.png``): DL at ε and pair recovery per SAE.
 
-Usage: python bench/hierarchy_tree_toy.py [--epochs E] [--out bench/results/hierarchy_tree_toy.json]
+Usage: python bench/hierarchy_tree_toy.py [--epochs E] [--out bench/results/hierarchy_tree_toy.json] [--plot-only]
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mdlsae.data import hierarchy_recovery, make_toy
+from mdlsae.data import hierarchy_recovery, make_toy, mmcs
 from mdlsae.measure.forest import discover_parents
 from mdlsae.models.sae import SAE, SAEConfig
 from mdlsae.models.train import TrainConfig, train
@@ -76,12 +77,50 @@ def measure(name: str, sae: SAE, held, x_held: np.ndarray, seconds: float) -> di
     parents = sae.cfg.parents if sae.cfg.parents is not None else discover_parents(x_held, sae, g.step).parents
     with torch.no_grad():
         active = (sae.encode(torch.from_numpy(x_held)) > 0).numpy()
-    return {"sae": name, "k": sae.cfg.k, "l0": gd["l0"], "unquantized_fvu": gd["unquantized_loss"],
+    return {"sae": name, "k": sae.cfg.k, "mmcs": mmcs(sae.W_dec.detach().numpy(), held.features), "l0": gd["l0"], "unquantized_fvu": gd["unquantized_loss"],
             "meets_tolerance": gd["meets_tolerance"], "dl_global_step": gd["dl_bits_per_row"],
             "flat_dl_global_step": gd.get("flat_dl_bits_per_row"),
             "dl_per_feature_steps": c.to_dict()["dl_bits_per_row"], "train_seconds": seconds,
             "recovery_0.9": hierarchy_recovery(sae, active, held, parents=parents),
             "recovery_0.7": hierarchy_recovery(sae, active, held, min_cosine=0.7, parents=parents)}
+
+
+def plot(res: dict, path: Path) -> None:
+    """DL at ε (per-feature steps; misses marked) and planted pairs recovered, one bar per SAE."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = res["rows"]
+    names = [r["sae"].replace(" + discovered forest", " + forest").replace(", from the planted directions and forest",
+                                                                             "").replace(" + strict forest", "")
+             for r in rows]
+    palette = {"topk": "tab:blue", "batchtopk": "tab:cyan", "matryoshka": "tab:green", "ORACLE": "tab:gray"}
+    color = [palette.get(r["sae"].split()[0], "tab:orange") for r in rows]
+    y = np.arange(len(rows))[::-1]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 0.32 * len(rows) + 1.5), sharey=True)
+    a1.barh(y, [r["dl_per_feature_steps"] if r["meets_tolerance"] else 0 for r in rows], color=color)
+    for yi, r in zip(y, rows):
+        if not r["meets_tolerance"]:
+            a1.text(0.5, yi, "misses ε", va="center", fontsize=7, color="tab:red")
+    if res["best_flat"]:
+        best = next(r["dl_per_feature_steps"] for r in rows if r["sae"] == res["best_flat"])
+        a1.axvline(best, color="k", lw=0.8)
+        a1.axvline(0.95 * best, color="k", lw=0.8, ls="--")
+    a1.set_yticks(y, names, fontsize=7)
+    a1.set_xlabel("DL at ε, per-feature steps (bits/row); line: best TopK + forest, dashed: 5 % below", fontsize=8)
+    a2.barh(y + 0.2, [r["recovery_0.9"]["pairs_recovered"] for r in rows], 0.4, color=color, label="pairs at cos 0.9")
+    a2.barh(y - 0.2, [r["recovery_0.9"].get("pairs_in_forest", 0) for r in rows], 0.4, color=color, alpha=0.45,
+            label="... and in place in the forest")
+    a2.axvline(0.9, color="k", lw=0.8, ls="--")
+    a2.set_xlim(0, 1)
+    a2.set_xlabel("planted parent–child pairs recovered (dashed: 90 %)", fontsize=8)
+    a2.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"planted strict forest, d={res['spec']['d']}, D={res['spec']['n_features']}, ε: FVU ≤ "
+                 f"{res['tolerance_fvu']} on {res['held_out_rows']:,} held-out rows", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -90,7 +129,11 @@ def main() -> None:
     ap.add_argument("--flat-k", type=int, nargs="+", default=[8, 10, 12, 16])
     ap.add_argument("--tree-k", type=int, nargs="+", default=[4, 6, 8])
     ap.add_argument("--out", default="bench/results/hierarchy_tree_toy.json")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the figure from the JSON already in --out")
     a = ap.parse_args()
+    if a.plot_only:
+        plot(json.loads(Path(a.out).read_text()), Path(a.out).with_suffix(".png"))
+        return
     torch.set_num_threads(1)
     toy = make_toy(n_rows=80_000, seed=1, **SPEC)
     x_tr, x_held = toy.x[:60_000], toy.x[60_000:]
@@ -107,10 +150,11 @@ def main() -> None:
         print(json.dumps({k: v for k, v in r.items() if not k.startswith("recovery")}),
               "pairs", r["recovery_0.9"]["pairs_recovered"], r["recovery_0.9"].get("pairs_in_forest"), flush=True)
 
-    for k in a.flat_k:
-        sae, s = run(TrainConfig(architecture="topk", d_sae=224, k=k, epochs=a.epochs, seed=0))
-        flat[k] = sae
-        add(measure(f"topk k{k} + discovered forest", sae, held, x_held, s))
+    for arch in ("topk", "batchtopk", "matryoshka"):
+        for k in a.flat_k:
+            sae, s = run(TrainConfig(architecture=arch, d_sae=224, k=k, epochs=a.epochs, seed=0))
+            flat[arch, k] = sae
+            add(measure(f"{arch} k{k} + discovered forest", sae, held, x_held, s))
     for k in a.tree_k:
         sae, s = run(TrainConfig(architecture="tree", d_sae=224, k=k, branching=BRANCHING,
                                          epochs=a.epochs, seed=0))
@@ -128,10 +172,8 @@ def main() -> None:
                 add(measure(f"tree k{k}, from {label} + strict forest", sae, held, x_held, s))
 
     if best is not None:  # from the best flat SAE, then from Matryoshka's (less absorbed) latents as TopK
-        trees_from(flat[best["k"]], f"topk k{best['k']}")
-        m, _ = run(TrainConfig(architecture="matryoshka", d_sae=224, k=best["k"], epochs=a.epochs,
-                                             seed=0))
-        trees_from(as_topk(m, best["k"]), f"matryoshka k{best['k']}")
+        trees_from(flat["topk", best["k"]], f"topk k{best['k']}")
+        trees_from(as_topk(flat["matryoshka", best["k"]], best["k"]), f"matryoshka k{best['k']}")
     for k in a.tree_k:
         sae, s = run(TrainConfig(architecture="tree", d_sae=224, k=k, epochs=a.epochs, seed=0),
                      init=oracle(toy, k))
@@ -144,6 +186,7 @@ def main() -> None:
                                        "tolerance_fvu": TOL, "epochs": a.epochs, "train_rows": len(x_tr),
                                        "held_out_rows": len(x_held), "best_flat": best and best["sae"],
                                        "rows": rows}, indent=1) + "\n")
+    plot(json.loads(Path(a.out).read_text()), Path(a.out).with_suffix(".png"))
 
 
 if __name__ == "__main__":

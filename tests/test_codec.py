@@ -194,7 +194,7 @@ def test_automatic_chunks_keep_the_payload_within_two_ten_thousandths(big_file, 
     auto = encode(toy.x, sae, tmp_path / "auto.mdl", step=0.05)
     assert auto.payload_bits >= 1e6 and auto.chunk_rows & (auto.chunk_rows - 1) == 0
     per_row = auto.estimate_bits / auto.n_rows
-    assert CHUNK_BITS <= auto.chunk_rows * per_row < 2.2 * CHUNK_BITS  # the smallest power of two reaching ~4 Mbit
+    assert CHUNK_BITS <= auto.chunk_rows * per_row < 2.2 * CHUNK_BITS  # the smallest power of two reaching 2 Mbit
     assert 0 <= auto.overhead < 2e-4 and auto.overhead < fixed.overhead
     assert decode(tmp_path / "auto.mdl").codes == decode(big_file[2]).codes
     first = decode(tmp_path / "auto.mdl", start=0, stop=8192).codes

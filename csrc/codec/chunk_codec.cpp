@@ -82,6 +82,9 @@ struct Columns {
   Buffer<int32_t> q;
 };
 
+// The scatter keeps its pointers in restrict locals: through the members, every 8-byte store
+// could alias row_ptr, cur or the buffers' own pointers, and the loop reloaded them all (a third
+// of the transposition's time).
 Columns to_columns(const CodesView& c, int64_t d) {
   Columns col;
   const int64_t base = c.row_ptr[0], nnz = c.row_ptr[c.rows] - base;
@@ -94,8 +97,18 @@ Columns to_columns(const CodesView& c, int64_t d) {
   for (int64_t f = 0; f < d; ++f) col.ptr[f + 1] += col.ptr[f];
   Buffer<uint64_t> pair(static_cast<size_t>(nnz));
   std::vector<int64_t> cur(col.ptr.begin(), col.ptr.end() - 1);
-  for (int64_t r = 0; r < c.rows; ++r)
-    for (int64_t e = c.row_ptr[r]; e < c.row_ptr[r + 1]; ++e) pair[cur[c.index[e]]++] = pack_pair(uint32_t(r), c.q[e]);
+  {
+    uint64_t* __restrict out = pair.data();
+    int64_t* __restrict at = cur.data();
+    const int64_t* __restrict row_ptr = c.row_ptr;
+    const int32_t* __restrict index = c.index;
+    const int32_t* __restrict q = c.q;
+    int64_t e = row_ptr[0];
+    for (int64_t r = 0; r < c.rows; ++r) {
+      const int64_t end = row_ptr[r + 1];
+      for (; e < end; ++e) out[at[index[e]]++] = pack_pair(uint32_t(r), uint32_t(q[e]));
+    }
+  }
   col.row.resize(size_t(nnz));
   col.q.resize(size_t(nnz));
   unpack_pairs(pair, col.row.data(), col.q.data());

@@ -57,18 +57,19 @@ from ..measure.forest import shape_of
 from ..measure.store import CodeStore
 from ..models.sae import SAE
 
-CHUNK_BITS = 1 << 22  # payload per chunk that the automatic chunk size aims at
-_PILOT_ROWS, _MIN_CHUNK_ROWS, _MAX_CHUNK_ROWS = 8192, 1024, 1 << 20
+CHUNK_BITS = 1 << 21  # payload per chunk that the automatic chunk size aims at
+_PILOT_ROWS, _MIN_CHUNK_ROWS, _MAX_CHUNK_ROWS = 8192, 16384, 1 << 20
 
 
 def auto_chunk_rows(first: SparseCodes) -> int:
-    """Rows per chunk for about :data:`CHUNK_BITS` (4 Mbit) of payload each, from the codes of a
-    dataset's first rows (``encode`` takes 8,192): a power of two in [1024, 2^20] from their flat
-    DL estimate. Every stream costs ~170 bits beyond the estimate (its flushed lane states and
-    their start, bench/README), so a fixed row count left sparse codes' chunks at 0.02–0.03 %
-    over it; at 4 Mbit it is < 0.005 %. A function of the first rows' codes only, so a
-    distributed run (which codes them once more up front, to split the rows on chunks) and a
-    single process pick the same size.
+    """Rows per chunk for at least :data:`CHUNK_BITS` (2 Mbit) of payload each, from the codes
+    of a dataset's first rows (``encode`` takes 8,192): a power of two in [16384, 2^20] from
+    their flat DL estimate. Every stream costs ~170 bits beyond the estimate (its flushed lane
+    states and their start, bench/README), so 16,384-row chunks left sparse codes at 0.02–0.03 %
+    over it; from 2 Mbit on it is < 0.01 %. Fewer rows would not help: each chunk also costs
+    O(d_sae) setup (a GPT-2-size dictionary codes 20 % slower in 8,192-row chunks). A function
+    of the first rows' codes only, so a distributed run (which codes them once more up front, to
+    split the rows on chunks) and a single process pick the same size.
 
     >>> auto_chunk_rows(SparseCodes(np.arange(1001), np.arange(1000, dtype=np.int32) % 2,
     ...                             np.ones(1000, dtype=np.int32), 2))  # 2 bits a row

@@ -23,8 +23,8 @@ def add_parser(sub) -> None:
     add_step_arguments(p, "stored in the file's header")
     add_parents_argument(p)
     p.add_argument("--chunk-rows", type=positive_int, default=None,
-                   help="rows per independently decodable chunk (default: a power of two that gives ~4 Mbit "
-                        "of payload per chunk, from the first rows' DL estimate)")
+                   help="rows per independently decodable chunk (default: the power of two, at least 16,384, "
+                        "that gives >= 2 Mbit of payload per chunk, from the first rows' DL estimate)")
     p.add_argument("--sharded", action="store_true",
                    help="write FILE.mdl as a folder: one .mdl per shard file of ACTS, all coded with the entropy model "
                         "of all rows, and a manifest.json; decode and inspect read it as one file")
