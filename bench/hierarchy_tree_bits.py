@@ -9,12 +9,15 @@ per parent would allow. Then the oracle tree with a post-hoc threshold θ on its
 child is a candidate only when its pre-activation exceeds θ, as in a JumpReLU; no retraining),
 DL at its own effective step: does silencing the spurious children pay?
 
-Usage: python bench/hierarchy_tree_bits.py [--out bench/results/hierarchy_tree_bits.json]  (~1 min)
+``--d 128``: the same forest in twice the dimensions (less superposition).
+
+Usage: python bench/hierarchy_tree_bits.py [--d 64] [--out bench/results/hierarchy_tree_bits.json]  (~1 min)
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import platform
@@ -24,7 +27,7 @@ import numpy as np
 import torch
 
 from hierarchy_tree_toy import SPEC, TOL, oracle
-from mdlsae.data import make_toy
+from mdlsae.data import hierarchy_recovery, make_toy
 from mdlsae.measure.dl import ErrorStats, scan
 from mdlsae.measure.entropy import FeatureStats, binary_entropy, parent_cooccurrence
 from mdlsae.measure.forest import discover_parents
@@ -52,7 +55,7 @@ def activity_bits(on: np.ndarray, parents: np.ndarray, exclusive: bool) -> float
     return total / n
 
 
-def split(name: str, sae, x: np.ndarray) -> dict:
+def split(name: str, sae, x: np.ndarray, held) -> dict:
     cand = evaluate_sae(x, sae, TOL, "fvu", per_feature=False, parents=None if sae.cfg.parents is not None else "auto")
     step = cand.step
     parents = sae.cfg.parents if sae.cfg.parents is not None else discover_parents(x, sae, step).parents
@@ -66,7 +69,8 @@ def split(name: str, sae, x: np.ndarray) -> dict:
     values = float((stats.active / stats.n_rows * stats.value_bits()).sum())
     r = {"sae": name, "step": step, "l0": codes.nnz / codes.n_rows, "dl_bits_per_row": stats.estimate_bits() / stats.n_rows,
          "activity_bits_per_row": activity_bits(on, parents, False), "value_bits_per_row": values,
-         "activity_bits_exclusive_siblings": activity_bits(on, parents, True)}
+         "activity_bits_exclusive_siblings": activity_bits(on, parents, True),
+         "pairs_recovered": hierarchy_recovery(sae, on, held)["pairs_recovered"]}
     print(json.dumps(r), flush=True)
     return r
 
@@ -101,17 +105,20 @@ def thresholded(sae, x: np.ndarray, theta: float) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--d", type=int, default=SPEC["d"], help="dimension of the toy (default: the tree toy's)")
     ap.add_argument("--out", default="bench/results/hierarchy_tree_bits.json")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    toy = make_toy(n_rows=80_000, seed=1, **SPEC)
+    spec = {**SPEC, "d": a.d}
+    toy = make_toy(n_rows=80_000, seed=1, **spec)
     x_tr, x_held = toy.x[:60_000], toy.x[60_000:]
     flat = train(x_tr, TrainConfig(architecture="topk", d_sae=224, k=12, seed=0)).sae
     tree = train(x_tr, TrainConfig(architecture="tree", d_sae=224, k=8, seed=0), init=oracle(toy, 8)).sae
-    rows = [split("topk k12 + discovered forest", flat, x_held), split("oracle tree k8", tree, x_held)]
+    held = dataclasses.replace(toy, x=x_held, coeffs=toy.coeffs[60_000:])
+    rows = [split("topk k12 + discovered forest", flat, x_held, held), split("oracle tree k8", tree, x_held, held)]
     thresholds = [thresholded(tree, x_held, t) for t in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)]
     Path(a.out).write_text(json.dumps({"date": datetime.date.today().isoformat(), "machine": platform.machine(),
-                                       "spec": SPEC, "tolerance_fvu": TOL, "rows": rows,
+                                       "spec": spec, "tolerance_fvu": TOL, "rows": rows,
                                        "oracle_tree_child_thresholds": thresholds}, indent=1) + "\n")
 
 
