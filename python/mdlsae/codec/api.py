@@ -201,12 +201,12 @@ def encode(acts, sae: SAE, out: str | os.PathLike, step, parents=None, chunk_row
     pilot = min(n, _PILOT_ROWS)
     if chunk_rows is None and distributed.active():  # the ranks' split needs it before the pass
         first = []
-        scan(acts, sae, step, on_codes=first.append, rows=(0, pilot))  # the same rows on every rank
+        scan(acts, sae, step, on_codes=first.append, rows=(0, pilot), error=False)  # the same rows on every rank
         chunk_rows = auto_chunk_rows(SparseCodes.concat(first, sae.d_sae))
     rows = distributed.share_at(acts.shard_starts) if sharded else distributed.share(n, chunk_rows or 1)
     with CodeStore(sae.d_sae, half, spill_dir) as store:
         stats, _ = scan(acts, sae, step, parents, batch_rows=rows_for(sae.row_bytes(), half), progress=progress,
-                        on_codes=store.append, rows=rows)
+                        on_codes=store.append, rows=rows, error=False)
         if chunk_rows is None:
             chunk_rows = auto_chunk_rows(store.rows(0, pilot))
         model = build_model(stats)

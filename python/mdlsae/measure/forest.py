@@ -154,7 +154,7 @@ def discover_parents(acts, sae: SAE, step, start: int = 0, stop: int | None = No
     half = budget_bytes() // 2
     with CodeStore(sae.d_sae, half, spill_dir or tempfile.gettempdir()) as store:
         stats, _ = scan(acts.window(start, stop), sae, step, batch_rows=rows_for(sae.row_bytes(), half),
-                        progress=progress, on_codes=store.append)
+                        progress=progress, on_codes=store.append, error=False)
         i, j, bits, both = candidate_edges(store.batches, stats.n_rows, stats.active, min(k, sae.d_sae),
                                            progress and distributed.is_main(), over_ranks=True)
     return forest_of(sae.d_sae, stats.n_rows, stats.active, i, j, bits, both, len(i))
