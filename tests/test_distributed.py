@@ -61,7 +61,8 @@ def commands(d: Path, out: Path, cache: str | Path = SAELENS_CACHE / "cached_act
             ["select", acts, "--sae", str(d / "sae"), "--tolerance", "0.2", "--per-feature", "--json"],
             ["encode", str(d / "shards"), *sae, "--step", "0.1", "--chunk-rows", "512", "--sharded",
              "-o", str(out / "s.mdl"), "--json"],
-            ["encode", acts, *sae, "--step", "0.1", "-o", str(out / "auto.mdl"), "--json"]]  # automatic chunks
+            ["encode", acts, *sae, "--step", "0.1", "-o", str(out / "auto.mdl"), "--json"],  # automatic chunks
+            ["encode", str(d / "shards"), *sae, "--step", "0.1", "--sharded", "-o", str(out / "s2.mdl"), "--json"]]
 
 
 def torchrun(n: int, plan: dict, tmp: Path, script: str = "tests/dist_worker.py") -> subprocess.CompletedProcess:
@@ -122,8 +123,9 @@ def test_same_bytes_and_dl_on_any_number_of_ranks(data, single, tmp_path, ranks)
     r = torchrun(ranks, {"commands": commands(data, out), "out": str(out)}, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     got = [json.loads((out / f"{i}.out").read_text()) for i in range(len(ref))]
-    for name in ("c.mdl", "a.mdl", "p.mdl", "auto.mdl", "parents.npy", *(f"s.mdl/shard_{i:05d}.mdl" for i in range(5)),
-                 "s.mdl/manifest.json"):
+    for name in ("c.mdl", "a.mdl", "p.mdl", "auto.mdl", "parents.npy",
+                 *(f"{s}/shard_{i:05d}.mdl" for s in ("s.mdl", "s2.mdl") for i in range(5)), "s.mdl/manifest.json",
+                 "s2.mdl/manifest.json"):
         assert (out / name).read_bytes() == (one / name).read_bytes(), name
     assert got[6] == ref[6] and got[6]["shards"] == 5
     assert got[:3] == ref[:3]  # inspect of byte-identical files
@@ -133,7 +135,7 @@ def test_same_bytes_and_dl_on_any_number_of_ranks(data, single, tmp_path, ranks)
     assert_same({**got[4], "output": None}, {**ref[4], "output": None})
     assert_same(got[5], ref[5])
     assert sorted(p.name for p in out.iterdir() if p.suffix != ".out") == ["a.mdl", "auto.mdl", "c.mdl", "p.mdl", "parents.npy",
-                                                                            "s.mdl"]
+                                                                            "s.mdl", "s2.mdl"]
 
 
 @pytest.mark.parametrize("at", ["scan", "write"])
