@@ -1,6 +1,7 @@
 """torch.distributed (gloo on CPU), for real: ``torchrun`` starts 1, 2 and 3 processes that run
 encode (of a .npy; of SAELens's datasets cache, 2 chunks for 3 ranks, so one rank has no rows; of
-a shard folder to a sharded output), dl, parents and select, and every result must equal one
+a shard folder to a sharded output; with automatic chunks, which every rank sizes from the same
+first rows), dl, parents and select, and every result must equal one
 plain process's: the .mdl files byte for byte, the DL bit for bit. A rank killed mid-run leaves
 no file behind, and an error on one rank is reported with its rank."""
 
