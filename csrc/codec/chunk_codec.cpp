@@ -184,6 +184,10 @@ ChunkColumns decode_chunk(const TablesView& t, const DecoderView& dt, int64_t ro
   ChunkColumns c;
   c.beg.assign(size_t(d), 0);
   c.cnt.assign(size_t(d), 0);
+  // a non-zero takes >= 8 bits on all but the densest codes: room for as many as the chunk has
+  // bytes spares the growing columns their copies (capped: a damaged size must not reserve much)
+  c.row.reserve(std::min(size, size_t(rows) * size_t(d)));
+  c.qv.reserve(c.row.capacity());
   Buffer<int32_t> on(static_cast<size_t>(rows)), off(static_cast<size_t>(rows));  // room for any sequence
   for (int32_t s = 0; s < n_streams; ++s) {
     const uint64_t nw = s + 1 < n_streams ? get_u32(data + 4 * size_t(s)) : (size - at) / 4;
