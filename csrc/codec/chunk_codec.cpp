@@ -224,6 +224,8 @@ ChunkColumns decode_chunk(const TablesView& t, const DecoderView& dt, int64_t ro
   return c;
 }
 
+constexpr int64_t kScatterBandRows = 4096;
+
 // Writes a decoded chunk row-major: row ends row_ptr[1, rows] (offsets from `base`), index and q.
 // Features in index order make indices increase within each row.
 void scatter_rows(const ChunkColumns& c, int64_t rows, int64_t base, int64_t* row_ptr, int32_t* index, int32_t* q) {
@@ -233,14 +235,24 @@ void scatter_rows(const ChunkColumns& c, int64_t rows, int64_t base, int64_t* ro
   for (int64_t r = 0; r < rows; ++r) cur[r + 1] += cur[r];
   for (int64_t r = 1; r <= rows; ++r) row_ptr[r] = base + cur[r];
   Buffer<uint64_t> pair(static_cast<size_t>(nnz));
-  {  // restrict locals, as in to_columns: an 8-byte store could alias beg and cnt's int64s
-    uint64_t* __restrict out = pair.data();
-    int32_t* __restrict at = cur.data();
-    const int32_t* __restrict row = c.row.data();
-    const int32_t* __restrict qv = c.qv.data();
+  // In bands of rows, each feature's entries of the band at a time, so the stores stay within the
+  // band's part of `pair` (in cache); a band per ~8 entries per feature, so that dictionaries much
+  // wider than a chunk's codes are not walked once per band for nothing. Restrict locals, as in
+  // to_columns: an 8-byte store could alias beg and cnt's int64s.
+  const int64_t bands = std::max<int64_t>(1, std::min<int64_t>(rows / kScatterBandRows, nnz / (8 * std::max<int64_t>(d, 1))));
+  const int64_t band_rows = (rows + bands - 1) / bands;
+  std::vector<int64_t> next(c.beg.begin(), c.beg.end());
+  uint64_t* __restrict out = pair.data();
+  int32_t* __restrict at = cur.data();
+  int64_t* __restrict pos = next.data();
+  const int32_t* __restrict row = c.row.data();
+  const int32_t* __restrict qv = c.qv.data();
+  for (int64_t r1 = band_rows; r1 - band_rows < rows; r1 += band_rows) {
     for (int64_t f = 0; f < d; ++f) {
-      const int64_t b = c.beg[f], end = b + c.cnt[f];
-      for (int64_t e = b; e < end; ++e) out[at[row[e]]++] = pack_pair(uint32_t(f), uint32_t(qv[e]));
+      int64_t e = pos[f];
+      const int64_t end = c.beg[f] + c.cnt[f];
+      for (; e < end && row[e] < r1; ++e) out[at[row[e]]++] = pack_pair(uint32_t(f), uint32_t(qv[e]));
+      pos[f] = e;
     }
   }
   unpack_pairs(pair, index, q);
