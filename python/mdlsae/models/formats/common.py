@@ -12,6 +12,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ...errors import MdlsaeError, expect
@@ -50,8 +51,8 @@ def read_safetensors(path: Path) -> Weights:
             header = json.loads(f.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise MdlsaeError(f"cannot read {path}: damaged safetensors header ({e})") from None
-        data = bytearray(size - 8 - n)
-        expect(f.readinto(data) == len(data), f"cannot read {path}: file ended early")
+        data = np.empty(size - 8 - n, dtype=np.uint8)  # not zeroed first, as a bytearray would be
+        expect(f.readinto(memoryview(data)) == len(data), f"cannot read {path}: file ended early")
     out: Weights = {}
     for name, info in header.items():
         if name == "__metadata__":
