@@ -97,6 +97,9 @@ def test_fused_bias_gives_the_codes_of_the_plain_formula(arch):
     (lambda c, w: c.__setitem__("normalize_activations", "covariance_whitening"), "normalize_activations"),
     (lambda c, w: c.update(architecture="topk", k=99), "k=99"),
     (lambda c, w: w.__setitem__("b_dec", torch.full((8,), float("nan"))), "NaN"),
+    (lambda c, w: w["W_enc"].__setitem__((3, 7), float("inf")), "W_enc contains NaN or Inf"),  # one entry
+    (lambda c, w: w["W_dec"][0].__setitem__(slice(0, 2), torch.tensor([float("inf"), -float("inf")])),
+     "W_dec contains NaN or Inf"),  # +inf and -inf: their sum is NaN, still caught
 ])
 def test_bad_sae_directories(tmp_path, mutate, match):
     cfg = {"architecture": "relu", "d_in": 8, "d_sae": 20}
