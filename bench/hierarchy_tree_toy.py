@@ -10,8 +10,10 @@ the forest (the flat SAEs' discovered one, ``parents="auto"``; the tree's own), 
 beside it, and the recovery of the planted pairs (cosine 0.9 and 0.7, and whether the learned
 forest puts them in place), and MMCS to the planted directions. Rows: flat TopK, BatchTopK and
 Matryoshka at several k, each with its discovered forest; the tree from scratch; the tree started
-from the best flat TopK SAE plus the strict part of its discovered forest, and from the
-Matryoshka SAE of the same k (its latents absorb less) the same way; and an *oracle* tree
+from the best flat TopK SAE plus the strict part of its discovered forest or plus its
+co-occurrence forest (each latent under the more frequent one active in most of its rows), and
+from the Matryoshka SAE of the same k (its latents absorb less) plus the strict part of its
+forest; and an *oracle* tree
 started at the planted directions and forest (not a fair competitor: it shows what the
 architecture can reach). A figure beside the JSON (``.png``): DL at ε and pair recovery per SAE.
 
@@ -33,10 +35,12 @@ import torch
 
 from mdlsae.data import hierarchy_recovery, make_toy, mmcs
 from mdlsae.measure.forest import discover_parents
+from mdlsae.measure.kernels import select_quantize
 from mdlsae.models.sae import SAE, SAEConfig
 from mdlsae.models.train import TrainConfig, train
 from mdlsae.models.train.objectives import tree_from
 from mdlsae.selection.select import evaluate_sae
+from toydata import cooccurrence_parents
 
 SPEC = dict(d=64, n_features=224, mean_active=3, n_parents=32, children=2, child_rate=0.7, levels=2)
 BRANCHING = [2, 2]
@@ -162,18 +166,25 @@ def main() -> None:
     ok = [r for r in rows if r["meets_tolerance"] and r["sae"].startswith("topk")]
     best = min(ok, key=lambda r: r["dl_per_feature_steps"]) if ok else None
 
-    def trees_from(start: SAE, label: str) -> None:
-        """Trees started from ``start`` and the strict part of the forest found on its training codes."""
-        forest = strict_part(discover_parents(x_tr, start, 0.05))
+    def trees_from(start: SAE, label: str, forest: np.ndarray, kind: str) -> None:
+        """Trees started from ``start`` and ``forest`` (found on its training codes)."""
         for k in a.tree_k:
             if k <= int((forest < 0).sum()):
                 sae, s = run(TrainConfig(architecture="tree", d_sae=224, k=k, epochs=a.epochs, seed=0),
                              init=tree_from(start, forest, k))
-                add(measure(f"tree k{k}, from {label} + strict forest", sae, held, x_held, s))
+                add(measure(f"tree k{k}, from {label} + {kind}", sae, held, x_held, s))
+
+    def strict(start: SAE) -> np.ndarray:
+        return strict_part(discover_parents(x_tr, start, 0.05))
 
     if best is not None:  # from the best flat SAE, then from Matryoshka's (less absorbed) latents as TopK
-        trees_from(flat["topk", best["k"]], f"topk k{best['k']}")
-        trees_from(as_topk(flat["matryoshka", best["k"]], best["k"]), f"matryoshka k{best['k']}")
+        top, label = flat["topk", best["k"]], f"topk k{best['k']}"
+        trees_from(top, label, strict(top), "strict forest")
+        with torch.no_grad():  # each latent under the more frequent one active in most (>= half) of its rows
+            codes = select_quantize(top.pre_acts(torch.from_numpy(x_tr)), k=best["k"], step=0.05)
+        trees_from(top, label, cooccurrence_parents(codes, 0.5), "co-occurrence forest")
+        m = as_topk(flat["matryoshka", best["k"]], best["k"])
+        trees_from(m, f"matryoshka k{best['k']}", strict(m), "strict forest")
     for k in a.tree_k:
         sae, s = run(TrainConfig(architecture="tree", d_sae=224, k=k, epochs=a.epochs, seed=0),
                      init=oracle(toy, k))

@@ -3,15 +3,18 @@
 The dictionary and firing rates come from :func:`mdlsae.data.make_toy` (same directions, same
 power-law rates, same uniform [0.5, 1.5] magnitudes); only the rows are drawn block by block
 with numpy. ``tree`` data plants a hierarchy: root features with power-law rates, each with
-children that can fire only while their root fires.
+children that can fire only while their root fires. Also the co-occurrence forest that the
+benches derive from codes alone.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
+import torch
 
 from mdlsae.data import make_toy, power_law_rates
 
@@ -67,3 +70,19 @@ def blocks(spec: ToySpec, n_rows: int, block_rows: int = 16384, dtype=np.float32
 
 def make(spec: ToySpec, n_rows: int) -> np.ndarray:
     return np.concatenate(list(blocks(spec, n_rows)), axis=0) if n_rows else np.zeros((0, spec.d), np.float32)
+
+
+def cooccurrence_parents(codes, min_cond: float = 0.3) -> np.ndarray:
+    """A forest from the codes alone: feature i's parent is the more frequent feature j that is
+    active in the largest share of i's rows, if that share is at least ``min_cond``."""
+    d = codes.d_sae
+    rows = codes.rows()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's beta-sparse notices
+        a = torch.sparse_coo_tensor(np.stack([rows, codes.index]), torch.ones(codes.nnz), (codes.n_rows, d))
+        co = (a.t() @ a).to_dense().numpy()  # [d, d]
+    n = np.diag(co).copy()
+    more = (n[None, :] > n[:, None]) | ((n[None, :] == n[:, None]) & (np.arange(d)[None, :] < np.arange(d)[:, None]))
+    cond = np.where(more, co / np.maximum(n[:, None], 1), -1.0)
+    j = cond.argmax(1)
+    return np.where(cond[np.arange(d), j] >= min_cond, j, -1).astype(np.int64)

@@ -24,7 +24,6 @@ import platform
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -151,22 +150,6 @@ def zstd_best(codes, level: int) -> dict:
 
 # ----------------------------------------------------------------------------------------------
 
-def cooccurrence_parents(codes, min_cond: float = 0.3) -> np.ndarray:
-    """A forest from the codes alone: feature i's parent is the more frequent feature j that is
-    active in the largest share of i's rows, if that share is at least ``min_cond``."""
-    d = codes.d_sae
-    rows = codes.rows()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch's beta-sparse notices
-        a = torch.sparse_coo_tensor(np.stack([rows, codes.index]), torch.ones(codes.nnz), (codes.n_rows, d))
-        co = (a.t() @ a).to_dense().numpy()  # [d, d]
-    n = np.diag(co).copy()
-    more = (n[None, :] > n[:, None]) | ((n[None, :] == n[:, None]) & (np.arange(d)[None, :] < np.arange(d)[:, None]))
-    cond = np.where(more, co / np.maximum(n[:, None], 1), -1.0)
-    j = cond.argmax(1)
-    return np.where(cond[np.arange(d), j] >= min_cond, j, -1).astype(np.int64)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=120_000)
@@ -203,7 +186,7 @@ def main() -> None:
             z = zstd_best(ref, args.zstd_level)  # the same codes for every parents variant
             variants = [("flat", None)]
             if spec.children:
-                variants += [("planted", spec.parents()), ("co-occur", cooccurrence_parents(ref))]
+                variants += [("planted", spec.parents()), ("co-occur", toydata.cooccurrence_parents(ref))]
             for pname, parents in variants:
                 path = os.path.join(tmp, "codes.mdl")
                 info = codec.encode(x, sae, path, step, parents=parents, chunk_rows=args.chunk_rows)
