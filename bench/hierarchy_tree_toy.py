@@ -97,7 +97,7 @@ def plot(res: dict, path: Path) -> None:
 
     rows = res["rows"]
     names = [r["sae"].replace(" + discovered forest", " + forest").replace(", from the planted directions and forest",
-                                                                             "").replace(" + strict forest", "")
+                                                                             "").replace(" forest", "")
              for r in rows]
     palette = {"topk": "tab:blue", "batchtopk": "tab:cyan", "matryoshka": "tab:green", "ORACLE": "tab:gray"}
     color = [palette.get(r["sae"].split()[0], "tab:orange") for r in rows]
