@@ -96,9 +96,14 @@ def plot(res: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = res["rows"]
-    names = [r["sae"].replace(" + discovered forest", " + forest").replace(", from the planted directions and forest",
-                                                                             "").replace(" forest", "")
-             for r in rows]
+    short = {" + discovered forest": " + forest", ", from the planted directions and forest": "",
+             " + strict forest": " + strict", " + co-occurrence forest": " + co-occurrence"}
+    names = []
+    for r in rows:
+        name = r["sae"]
+        for long, brief in short.items():
+            name = name.replace(long, brief)
+        names.append(name)
     palette = {"topk": "tab:blue", "batchtopk": "tab:cyan", "matryoshka": "tab:green", "ORACLE": "tab:gray"}
     color = [palette.get(r["sae"].split()[0], "tab:orange") for r in rows]
     y = np.arange(len(rows))[::-1]
