@@ -82,9 +82,6 @@ struct Columns {
   Buffer<int32_t> q;
 };
 
-// The scatter keeps its pointers in restrict locals: through the members, every 8-byte store
-// could alias row_ptr, cur or the buffers' own pointers, and the loop reloaded them all (a third
-// of the transposition's time).
 Columns to_columns(const CodesView& c, int64_t d) {
   Columns col;
   const int64_t base = c.row_ptr[0], nnz = c.row_ptr[c.rows] - base;
@@ -97,18 +94,8 @@ Columns to_columns(const CodesView& c, int64_t d) {
   for (int64_t f = 0; f < d; ++f) col.ptr[f + 1] += col.ptr[f];
   Buffer<uint64_t> pair(static_cast<size_t>(nnz));
   std::vector<int64_t> cur(col.ptr.begin(), col.ptr.end() - 1);
-  {
-    uint64_t* __restrict out = pair.data();
-    int64_t* __restrict at = cur.data();
-    const int64_t* __restrict row_ptr = c.row_ptr;
-    const int32_t* __restrict index = c.index;
-    const int32_t* __restrict q = c.q;
-    int64_t e = row_ptr[0];
-    for (int64_t r = 0; r < c.rows; ++r) {
-      const int64_t end = row_ptr[r + 1];
-      for (; e < end; ++e) out[at[index[e]]++] = pack_pair(uint32_t(r), uint32_t(q[e]));
-    }
-  }
+  for (int64_t r = 0; r < c.rows; ++r)
+    for (int64_t e = c.row_ptr[r]; e < c.row_ptr[r + 1]; ++e) pair[cur[c.index[e]]++] = pack_pair(uint32_t(r), c.q[e]);
   col.row.resize(size_t(nnz));
   col.q.resize(size_t(nnz));
   unpack_pairs(pair, col.row.data(), col.q.data());
@@ -237,8 +224,8 @@ void scatter_rows(const ChunkColumns& c, int64_t rows, int64_t base, int64_t* ro
   Buffer<uint64_t> pair(static_cast<size_t>(nnz));
   // In bands of rows, each feature's entries of the band at a time, so the stores stay within the
   // band's part of `pair` (in cache); a band per ~8 entries per feature, so that dictionaries much
-  // wider than a chunk's codes are not walked once per band for nothing. Restrict locals, as in
-  // to_columns: an 8-byte store could alias beg and cnt's int64s.
+  // wider than a chunk's codes are not walked once per band for nothing. Restrict locals: through
+  // the members, every 8-byte store could alias the int64 cursors.
   const int64_t bands = std::max<int64_t>(1, std::min<int64_t>(rows / kScatterBandRows, nnz / (8 * std::max<int64_t>(d, 1))));
   const int64_t band_rows = (rows + bands - 1) / bands;
   std::vector<int64_t> next(c.beg.begin(), c.beg.end());
