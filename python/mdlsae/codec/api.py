@@ -53,6 +53,7 @@ from ..budget import budget_bytes, rows_for
 from ..errors import MdlsaeError, expect
 from ..fileio import atomic_dir, atomic_file
 from ..measure.dl import scan, step_summary
+from ..measure.kernels import Histogram
 from ..measure.forest import shape_of
 from ..measure.store import CodeStore
 from ..models.sae import SAE
@@ -75,10 +76,9 @@ def auto_chunk_rows(first: SparseCodes) -> int:
     ...                             np.ones(1000, dtype=np.int32), 2))  # 2 bits a row
     1048576
     """
-    pairs, q_count = np.unique(first.index.astype(np.int64) << 32 | first.q, return_counts=True)
-    ptr = np.concatenate([[0], np.cumsum(np.bincount(pairs >> 32, minlength=first.d_sae))])
-    stats = FeatureStats(first.n_rows, np.bincount(first.index, minlength=first.d_sae), ptr, pairs & 0xFFFFFFFF,
-                         q_count)
+    hist = Histogram(first.d_sae)
+    hist.add_codes(first.index, first.q, first.n_rows)
+    stats = FeatureStats(first.n_rows, hist.active_counts(), *hist.to_csr())
     bits_per_row = stats.estimate_bits(conditional=False) / max(first.n_rows, 1)
     want = CHUNK_BITS / max(bits_per_row, 1e-6)
     return int(min(_MAX_CHUNK_ROWS, max(_MIN_CHUNK_ROWS, 1 << max(0, math.ceil(math.log2(want))))))
