@@ -82,8 +82,8 @@ def thresholded(sae, x: np.ndarray, theta: float) -> dict:
     k, _, tree = sae.selection()
     with torch.no_grad():
         pre = sae.pre_acts(xt)
-        pre[:, torch.from_numpy(tree >= 0)] = torch.where(pre[:, torch.from_numpy(tree >= 0)] > theta,
-                                                          pre[:, torch.from_numpy(tree >= 0)], 0)
+        kids = torch.from_numpy(tree >= 0)
+        pre[:, kids] = pre[:, kids].masked_fill(pre[:, kids] <= theta, 0)
 
     def at(step: float):
         hist = Histogram(sae.d_sae)
