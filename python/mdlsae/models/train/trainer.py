@@ -124,10 +124,16 @@ class Trainer:
         x = x * self.scale
         pre = sae.pre_acts(x)
         out = self.objective.forward(sae, pre)
-        err = x - out.x_hat  # the residual AuxK learns
-        mse = err.pow(2).sum(1).mean()
+        if out.groups is None:
+            err = x - out.x_hat  # the residual AuxK learns
+            rec = mse = err.pow(2).sum(1).mean()
+        else:  # the prefixes' residuals, one subtraction each (a cumsum and its backward cost more)
+            err, losses = x - sae.b_dec, []
+            for part in out.groups:
+                err = err - part
+                losses.append(err.pow(2).sum(1).mean())
+            mse, rec = losses[-1], sum(losses) / len(losses)
         aux = self._aux_loss(pre, err.detach())
-        rec = (mse + sum((x - p).pow(2).sum(1).mean() for p in out.prefixes)) / (1 + len(out.prefixes))
         loss = rec + cfg.aux_alpha * aux + out.penalty
         self.opt.zero_grad(set_to_none=False)
         loss.backward()

@@ -7,20 +7,21 @@ checkpoint keeps, and how the trained weights become the saved inference SAE.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 
 @dataclass
 class Forward:
-    x_hat: torch.Tensor  # reconstruction of the (scaled) batch
+    x_hat: torch.Tensor | None  # reconstruction of the (scaled) batch; None when given by `groups`
     fired: torch.Tensor  # indices of the latents that fired in this batch (repeats allowed)
     l0: float  # mean active latents per row
     penalty: torch.Tensor  # sparsity term added to the loss (0-dim)
-    # reconstructions by nested prefixes of the dictionary (Matryoshka): the loss averages their
-    # squared errors with x_hat's
-    prefixes: list[torch.Tensor] = field(default_factory=list)
+    # Matryoshka: [groups, batch, d_in], each group's share of the reconstruction without b_dec;
+    # prefix j is b_dec plus groups 0..j, the last one is x_hat, and the loss averages the
+    # prefixes' squared errors
+    groups: torch.Tensor | None = None
 
 
 def dense_forward(sae, z: torch.Tensor, penalty: torch.Tensor) -> Forward:

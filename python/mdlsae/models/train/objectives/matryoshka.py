@@ -34,10 +34,9 @@ class Matryoshka(BatchTopK):
 
     def forward(self, sae, pre: torch.Tensor) -> Forward:
         rows, cols, vals = batch_topk(pre, self.k)
-        # one bag per (row, group), decoded in one gather; the prefixes are their running sums
+        # one bag per (group, row), decoded in one gather, group-major so that each group's share
+        # is one contiguous [batch, d_in] block
         group = torch.bucketize(cols, self.bounds.to(cols.device), right=True)
         n, g = len(pre), len(self.groups)
-        parts = bag_decode(sae.W_dec, rows * g + group, n * g, cols, vals).view(n, g, -1)
-        prefixes = torch.cumsum(parts, dim=1) + sae.b_dec
-        return Forward(prefixes[:, -1], cols, len(vals) / n, pre.new_zeros(()),
-                       list(prefixes[:, :-1].unbind(1)))
+        parts = bag_decode(sae.W_dec, group * n + rows, n * g, cols, vals).view(g, n, -1)
+        return Forward(None, cols, len(vals) / n, pre.new_zeros(()), parts)
