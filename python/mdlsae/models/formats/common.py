@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,15 @@ _ST_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16
               "BOOL": torch.bool}
 
 
+def _read_buffer(n: int) -> np.ndarray:
+    """n writable bytes to read a file into: an anonymous memory map, which the kernel fills with
+    zero pages only as the read reaches them. (numpy's own large arrays ask for huge pages, and
+    under the common transparent-huge-page setting ``defrag=madvise`` each can stall in memory
+    compaction: 0.10–0.33 s against 0.06 s for 150 MB of weights here; a bytearray is zeroed
+    first.)"""
+    return np.frombuffer(mmap.mmap(-1, n), dtype=np.uint8) if n else np.empty(0, dtype=np.uint8)
+
+
 def read_safetensors(path: Path) -> Weights:
     """The tensors of a .safetensors file as views of one buffer read from it. safetensors'
     own loader copies out of a memory map, holding every weight twice at the peak, which for
@@ -51,7 +61,7 @@ def read_safetensors(path: Path) -> Weights:
             header = json.loads(f.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise MdlsaeError(f"cannot read {path}: damaged safetensors header ({e})") from None
-        data = np.empty(size - 8 - n, dtype=np.uint8)  # not zeroed first, as a bytearray would be
+        data = _read_buffer(size - 8 - n)
         expect(f.readinto(memoryview(data)) == len(data), f"cannot read {path}: file ended early")
     out: Weights = {}
     for name, info in header.items():
