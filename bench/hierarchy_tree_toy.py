@@ -15,7 +15,8 @@ co-occurrence forest (each latent under the more frequent one active in most of 
 from the Matryoshka SAE of the same k (its latents absorb less) plus the strict part of its
 forest; and an *oracle* tree
 started at the planted directions and forest (not a fair competitor: it shows what the
-architecture can reach). A figure beside the JSON (``.png``): DL at ε and pair recovery per SAE.
+architecture can reach). Every tree twice: ``tree`` (k roots by TopK) and ``batchtree`` (a
+batch-level budget of k latents per row, saved with one threshold). A figure beside the JSON (``.png``): DL at ε and pair recovery per SAE.
 
 Usage: python bench/hierarchy_tree_toy.py [--epochs E] [--out bench/results/hierarchy_tree_toy.json] [--plot-only]
 """
@@ -104,7 +105,8 @@ def plot(res: dict, path: Path) -> None:
         for long, brief in short.items():
             name = name.replace(long, brief)
         names.append(name)
-    palette = {"topk": "tab:blue", "batchtopk": "tab:cyan", "matryoshka": "tab:green", "ORACLE": "tab:gray"}
+    palette = {"topk": "tab:blue", "batchtopk": "tab:cyan", "matryoshka": "tab:green", "batchtree": "tab:red",
+               "ORACLE": "tab:gray"}
     color = [palette.get(r["sae"].split()[0], "tab:orange") for r in rows]
     y = np.arange(len(rows))[::-1]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 0.32 * len(rows) + 1.5), sharey=True)
@@ -136,7 +138,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=float, default=None, help="default: the trainer's (1.5 M rows seen)")
     ap.add_argument("--flat-k", type=int, nargs="+", default=[8, 10, 12, 16])
-    ap.add_argument("--tree-k", type=int, nargs="+", default=[4, 6, 8])
+    ap.add_argument("--tree-k", type=int, nargs="+", default=[4, 6, 8], help="tree: roots kept per row")
+    ap.add_argument("--batchtree-k", type=int, nargs="+", default=[6, 8, 10], help="batchtree: latents per row")
     ap.add_argument("--out", default="bench/results/hierarchy_tree_toy.json")
     ap.add_argument("--plot-only", action="store_true", help="redraw the figure from the JSON already in --out")
     a = ap.parse_args()
@@ -164,20 +167,21 @@ def main() -> None:
             sae, s = run(TrainConfig(architecture=arch, d_sae=224, k=k, epochs=a.epochs, seed=0))
             flat[arch, k] = sae
             add(measure(f"{arch} k{k} + discovered forest", sae, held, x_held, s))
-    for k in a.tree_k:
-        sae, s = run(TrainConfig(architecture="tree", d_sae=224, k=k, branching=BRANCHING,
-                                         epochs=a.epochs, seed=0))
-        add(measure(f"tree k{k}, from scratch", sae, held, x_held, s))
+    trees = [("tree", k) for k in a.tree_k] + [("batchtree", k) for k in a.batchtree_k]
+    for arch, k in trees:
+        sae, s = run(TrainConfig(architecture=arch, d_sae=224, k=k, branching=BRANCHING, epochs=a.epochs, seed=0))
+        add(measure(f"{arch} k{k}, from scratch", sae, held, x_held, s))
     ok = [r for r in rows if r["meets_tolerance"] and r["sae"].startswith("topk")]
     best = min(ok, key=lambda r: r["dl_per_feature_steps"]) if ok else None
 
     def trees_from(start: SAE, label: str, forest: np.ndarray, kind: str) -> None:
         """Trees started from ``start`` and ``forest`` (found on its training codes)."""
-        for k in a.tree_k:
-            if k <= int((forest < 0).sum()):
-                sae, s = run(TrainConfig(architecture="tree", d_sae=224, k=k, epochs=a.epochs, seed=0),
-                             init=tree_from(start, forest, k))
-                add(measure(f"tree k{k}, from {label} + {kind}", sae, held, x_held, s))
+        roots = int((forest < 0).sum())
+        for arch, k in trees:
+            if arch == "batchtree" or k <= roots:  # a batchtree's k is its budget, not its roots
+                sae, s = run(TrainConfig(architecture=arch, d_sae=224, k=k, epochs=a.epochs, seed=0),
+                             init=tree_from(start, forest, min(k, roots)))
+                add(measure(f"{arch} k{k}, from {label} + {kind}", sae, held, x_held, s))
 
     def strict(start: SAE) -> np.ndarray:
         return strict_part(discover_parents(x_tr, start, 0.05))
@@ -190,10 +194,10 @@ def main() -> None:
         trees_from(top, label, cooccurrence_parents(codes, 0.5), "co-occurrence forest")
         m = as_topk(flat["matryoshka", best["k"]], best["k"])
         trees_from(m, f"matryoshka k{best['k']}", strict(m), "strict forest")
-    for k in a.tree_k:
-        sae, s = run(TrainConfig(architecture="tree", d_sae=224, k=k, epochs=a.epochs, seed=0),
-                     init=oracle(toy, k))
-        add(measure(f"ORACLE tree k{k}, from the planted directions and forest", sae, held, x_held, s))
+    for arch, k in trees:
+        sae, s = run(TrainConfig(architecture=arch, d_sae=224, k=k, epochs=a.epochs, seed=0),
+                     init=oracle(toy, min(k, 32)))
+        add(measure(f"ORACLE {arch} k{k}, from the planted directions and forest", sae, held, x_held, s))
     for r in rows:
         r["dl_vs_best_flat"] = None if best is None else r["dl_per_feature_steps"] / best["dl_per_feature_steps"] - 1
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,8 @@ def small():
 
 def cfg(arch="topk", **kw):
     kw.setdefault("epochs", 2)
+    if arch in ("tree", "batchtree"):
+        kw.setdefault("branching", [3])  # 16 roots with 3 children each
     return TrainConfig(architecture=arch, d_sae=64, k=4, batch_size=128, **kw)
 
 
@@ -78,7 +80,7 @@ def test_deterministic_given_the_seed(small):
     assert not torch.equal(a.W_dec, c.W_dec)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ARCHS + ["tree", "batchtree"])
 def test_resume_equals_uninterrupted(small, tmp_path, monkeypatch, arch):
     full = train(small.x, cfg(arch, epochs=3)).sae
     ckpt = tmp_path / "run.ckpt"

@@ -171,11 +171,12 @@ struct Forest {
   }
 };
 
-// Appends below the n kept candidates (which may grow) each one's strongest positive child;
-// pre_of(f) gives a latent's pre-activation. Each latent has one parent, so nothing is visited
-// twice and a cyclic `parent` (never reachable from a root) is never visited at all.
+// Appends below the n kept candidates (which may grow) each one's strongest child when it is
+// positive and above its threshold (thr: [d] or nullptr); pre_of(f) gives a latent's
+// pre-activation. Each latent has one parent, so nothing is visited twice and a cyclic `parent`
+// (never reachable from a root) is never visited at all.
 template <typename PreOf>
-int64_t grow_tree(const Forest& forest, int64_t n, std::vector<Candidate>& cand, PreOf pre_of) {
+int64_t grow_tree(const Forest& forest, const float* thr, int64_t n, std::vector<Candidate>& cand, PreOf pre_of) {
   for (int64_t i = 0; i < n; ++i) {
     const int32_t f = cand[size_t(i)].f;
     float best = -std::numeric_limits<float>::infinity();
@@ -185,7 +186,7 @@ int64_t grow_tree(const Forest& forest, int64_t n, std::vector<Candidate>& cand,
       const float v = pre_of(c);
       if (v > best) best = v, best_c = c;
     }
-    if (best_c >= 0 && best > 0.0f) cand[size_t(n++)] = {best, best_c};
+    if (best_c >= 0 && passes_threshold(best, thr, best_c)) cand[size_t(n++)] = {best, best_c};
   }
   return n;
 }
@@ -215,7 +216,7 @@ void run_rows(const void* pre, int64_t begin, int64_t end, int64_t d, int64_t st
   // a tree selects its roots on a copy whose non-roots are -inf
   const float* bias = forest ? forest->root_bias.data() : sel.bias;
   std::vector<float> widened(T == DType::F32 && !bias ? 0 : size_t(d));
-  std::vector<Candidate> heap, cand(sel.k > 0 ? size_t(d) : 0);
+  std::vector<Candidate> heap, cand(sel.k > 0 || forest ? size_t(d) : 0);
   std::vector<float> sample;
   for (int64_t r = begin; r < end; ++r) {
     const float* x;
@@ -235,11 +236,17 @@ void run_rows(const void* pre, int64_t begin, int64_t end, int64_t d, int64_t st
       x = widened.data();
     }
     const size_t before = out.index.size();
-    if (sel.k > 0) {
-      int64_t n = topk_row(x, d, sel.k, sample, heap, cand);
+    if (sel.k > 0 || forest) {
+      int64_t n = 0;
+      if (sel.k > 0) {
+        n = topk_row(x, d, sel.k, sample, heap, cand);
+      } else {  // the roots above their thresholds (the others are -inf here)
+        for (int64_t j = 0; j < d; ++j)
+          if (passes_threshold(x[j], sel.threshold, j)) cand[size_t(n++)] = {x[j], int32_t(j)};
+      }
       if (forest) {
         const auto* row = static_cast<const std::conditional_t<T == DType::F32, float, uint16_t>*>(pre) + r * stride;
-        n = grow_tree(*forest, n, cand, [&](int32_t c) {
+        n = grow_tree(*forest, sel.k > 0 ? nullptr : sel.threshold, n, cand, [&](int32_t c) {
           float v;
           if constexpr (T == DType::F32) v = row[c]; else v = load_as_float<T>(row, c);
           return sel.bias ? v + sel.bias[c] : v;
@@ -266,7 +273,6 @@ SparseCodes select_quantize(const void* pre, DType dtype, int64_t rows, int64_t 
   MDLSAE_CHECK_ARG(sel.k >= 0 && sel.k <= d_sae, "k must be in [0, d_sae = ", d_sae, "], got ",
                    sel.k);
   MDLSAE_CHECK_ARG(rows == 0 || pre != nullptr, "null pre-activation buffer");
-  MDLSAE_CHECK_ARG(!sel.parent || sel.k > 0, "a tree selection needs k > 0 (its roots' TopK)");
   if (steps.per_feature) {
     for (int64_t f = 0; f < d_sae; ++f)
       MDLSAE_CHECK_ARG(steps.per_feature[f] > 0.0f && std::isfinite(steps.per_feature[f]),

@@ -14,9 +14,10 @@ namespace mdlsae {
 // ReLU. k == 0: keep pre > threshold[f] (threshold == nullptr means 0, i.e. plain ReLU).
 // bias (optional) is added to every row first, in float32: pre = gemm + bias in this pass, so the
 // encoder's bias never costs a separate pass over [rows, d_sae] in memory.
-// parent (a strict-tree SAE, with k > 0): the k largest are taken among the roots
-// (parent == -1) only; below each kept latent, its child with the largest pre-activation (ties:
-// lower index) is kept when > 0, level by level (python/mdlsae/models/tree.py, the reference).
+// parent (a strict-tree SAE): the roots (parent == -1) are selected alone, the k largest
+// (k > 0) or those above their threshold (k == 0); below each kept latent, its child with the
+// largest pre-activation (ties: lower index) is kept when > 0 and (k == 0) above its own
+// threshold, level by level (python/mdlsae/models/tree.py, the reference).
 struct Selection {
   int32_t k = 0;
   const float* threshold = nullptr;  // host, [d_sae] or nullptr

@@ -12,18 +12,23 @@ from ..errors import expect
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train an SAE (topk, batchtopk, matryoshka, jumprelu, relu, tree) on activations",
+    p = sub.add_parser("train", help="train an SAE (topk, batchtopk, matryoshka, jumprelu, relu, tree, batchtree) "
+                                     "on activations",
                        description="Train an SAE on ACTS with defaults that work without tuning; "
-                                   "k is the L0 (exact for topk, mean for batchtopk, target for "
-                                   "jumprelu and relu). Progress is checkpointed to SAE_DIR.ckpt "
+                                   "k is the L0 (exact for topk, mean for batchtopk and batchtree, target "
+                                   "for jumprelu and relu, the roots for tree). Progress is checkpointed to SAE_DIR.ckpt "
                                    "(periodically and on Ctrl-C); --resume continues from it.")
     add_acts_argument(p)
-    p.add_argument("--arch", choices=["topk", "batchtopk", "matryoshka", "jumprelu", "relu", "tree"], default="topk",
+    p.add_argument("--arch", choices=["topk", "batchtopk", "matryoshka", "jumprelu", "relu", "tree", "batchtree"],
+                   default="topk",
                    help="matryoshka: BatchTopK whose nested prefixes of the dictionary each reconstruct "
                         "(Bussmann et al. 2025); batchtopk and matryoshka are saved as JumpReLU. tree: a "
                         "strict-tree SAE, k roots kept by TopK and below each kept latent its strongest "
                         "child (a child fires only with its parent); its forest is saved with it, so dl, "
-                        "encode and select code children given their parents without a parents file")
+                        "encode and select code children given their parents without a parents file. "
+                        "batchtree: the same tree under a batch-level budget of k latents per row on "
+                        "average (BatchTopK over its candidates), saved with one calibrated threshold "
+                        "instead of k")
     p.add_argument("--d-sae", type=positive_int, metavar="D", help="number of latents (required without --init)")
     p.add_argument("--k", type=positive_int, help="L0 (default min(32, d_in/8))")
     p.add_argument("-o", "--out", required=True, metavar="SAE_DIR", help="output SAE directory")
@@ -40,9 +45,9 @@ def add_parser(sub) -> None:
                    help="tree from scratch: children of every root, of every child, ... (default 4: D/5 roots "
                         "with 4 children each); D must be a multiple of 1+B1+B1*B2+...")
     p.add_argument("--init", metavar="SAE_DIR", help="start from this SAE (the same architecture, or for --arch "
-                                                    "tree a topk SAE together with --parents)")
+                                                    "tree or batchtree a topk SAE together with --parents)")
     p.add_argument("--parents", metavar="PARENTS.npy",
-                   help="--arch tree --init FLAT: the forest to impose on FLAT's latents, e.g. from "
+                   help="--arch tree (or batchtree) --init FLAT: the forest to impose on FLAT's latents, e.g. from "
                         "`mdlsae parents --sae FLAT -o PARENTS.npy`")
     p.add_argument("--aux-k", type=int, help="AuxK dead latents per row (default d_in/2; 0: off)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
@@ -54,6 +59,9 @@ def add_parser(sub) -> None:
     add_memory_flag(p)
     add_progress_flag(p)
     p.set_defaults(run=run)
+
+
+TREES = ("tree", "batchtree")
 
 
 def group_sizes(text: str) -> list[int]:
@@ -76,10 +84,13 @@ def start_sae(args):
     from .dl import load_parents
 
     sae = SAE.load(args.init)
-    if args.arch == "tree" and sae.cfg.architecture != "tree":
-        expect(args.parents is not None, f"--init {args.init} is a {sae.cfg.architecture} SAE: --arch tree needs "
-                                         "its forest too (--parents PARENTS.npy, from `mdlsae parents`)")
-        return tree_from(sae, load_parents(args.parents), args.k)
+    if args.arch in TREES and sae.cfg.architecture != "tree":
+        expect(args.parents is not None, f"--init {args.init} is a {sae.cfg.architecture} SAE: --arch {args.arch} "
+                                         "needs its forest too (--parents PARENTS.npy, from `mdlsae parents`)")
+        parents = load_parents(args.parents)
+        # batchtree: k is the budget, not the roots; the starting tree keeps as many as it has
+        k = args.k if args.arch == "tree" else min(sae.cfg.k or 1, int((parents < 0).sum()))
+        return tree_from(sae, parents, k)
     expect(args.parents is None, f"--init {args.init} is already a tree SAE with its own forest; drop --parents")
     return sae
 
@@ -90,10 +101,10 @@ def run(args) -> int:
     set_threads(args.threads)
     expect(args.aux_k is None or args.aux_k >= 0, f"--aux-k must be >= 0, got {args.aux_k}")
     expect(args.groups is None or args.arch == "matryoshka", "--groups is for --arch matryoshka")
-    expect(args.branching is None or (args.arch == "tree" and args.init is None),
-           "--branching is for --arch tree trained from scratch (with --init the forest is given)")
-    expect(args.parents is None or (args.arch == "tree" and args.init is not None),
-           "--parents is for --arch tree --init FLAT_SAE")
+    expect(args.branching is None or (args.arch in TREES and args.init is None),
+           "--branching is for --arch tree or batchtree trained from scratch (with --init the forest is given)")
+    expect(args.parents is None or (args.arch in TREES and args.init is not None),
+           "--parents is for --arch tree or batchtree --init FLAT_SAE")
     expect((args.d_sae is None) != (args.init is None), "give --d-sae (a new SAE) or --init SAE_DIR (its width), "
                                                         "not both" if args.d_sae else "give --d-sae or --init")
     init = start_sae(args)

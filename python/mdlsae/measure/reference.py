@@ -27,7 +27,9 @@ def select_quantize(pre: torch.Tensor, k: int = 0, threshold: torch.Tensor | np.
     if bias is not None:
         pre = pre + torch.as_tensor(bias).detach().float()
     if parents is not None:
-        z = torch.where(TreeRule(torch.as_tensor(parents), general=True).mask(pre, k), pre, torch.zeros(()))
+        thr = None if k > 0 else (torch.zeros(pre.shape[-1]) if threshold is None else torch.as_tensor(threshold).float())
+        mask = TreeRule(torch.as_tensor(parents), general=True).mask(pre, k or None, threshold=thr)
+        z = torch.where(mask, pre, torch.zeros(()))
     elif k > 0:
         z = torch.where(topk_mask(pre, k), pre, torch.zeros(()))
     else:

@@ -4,16 +4,17 @@ A directory holds ``cfg.json`` and ``sae_weights.safetensors`` with ``W_enc [d_i
 ``b_enc [d_sae]``, ``W_dec [d_sae, d_in]``, ``b_dec [d_in]`` and, for ``jumprelu``,
 ``threshold [d_sae]``. ``architecture`` is ``topk`` (with ``k``), ``jumprelu`` or ``relu`` (saved
 as SAELens's ``standard``), so every directory written here loads in SAELens, or mdlsae's own
-``tree`` (with ``k`` and a forest ``parents``, in ``cfg.json`` and as an int32 tensor in the
-weights file; see :mod:`.tree`). Every other
+``tree`` (with a forest ``parents``, in ``cfg.json`` and as an int32 tensor in the weights
+file, and either ``k`` or, without it, a ``threshold [d_sae]``; see :mod:`.tree`). Every other
 format (SAELens's other architectures and versions, the Gemma/Llama/Qwen Scope releases,
 dictionary_learning, sparsify) is folded exactly into these three by its reader in this package
 (:mod:`.formats`), or refused.
 
 Forward pass (DESIGN §2): ``pre = (norm(x) - b_dec) @ W_enc + b_enc``; ``topk`` keeps the k
 largest entries of a row then applies ReLU, ``jumprelu`` is ``relu(pre) * (pre > threshold)``,
-``relu`` is ``relu(pre)``; ``tree`` keeps the k largest among the roots, then below each kept
-latent its strongest child if positive, level by level (a child fires only with its parent);
+``relu`` is ``relu(pre)``; ``tree`` keeps the k largest among the roots (or those above their
+threshold), then below each kept latent its strongest child if positive (and above its
+threshold), level by level (a child fires only with its parent);
 ``decode(z) = z @ W_dec + b_dec``. ``norm`` is the identity except for
 SAELens's per-row ``constant_norm_rescale`` and ``layer_norm``, whose inverse needs each row's
 statistics: such SAEs encode and decode here, but the codec refuses them (a file would have to
@@ -70,7 +71,7 @@ class SAEConfig:
         expect(self.normalize_activations in NORMALIZATIONS,
                f"normalize_activations must be one of {', '.join(NORMALIZATIONS)}, "
                f"got {self.normalize_activations!r}")
-        if self.architecture in WITH_K:
+        if self.architecture in WITH_K and not (self.architecture == "tree" and self.k is None):
             expect(self.k is not None and 1 <= int(self.k) <= int(self.d_sae),
                    f"{self.architecture} needs 1 <= k <= d_sae={self.d_sae}, got k={self.k}")
             self.k = int(self.k)
@@ -79,6 +80,11 @@ class SAEConfig:
                                                 else "has no forest of its own (parents)"))
         if self.parents is not None:
             self.parents = validate_parents(self.parents, int(self.d_sae))
+
+    @property
+    def thresholded(self) -> bool:
+        """Whether the SAE selects by a per-latent threshold (jumprelu, and a tree without k)."""
+        return self.architecture == "jumprelu" or (self.architecture == "tree" and self.k is None)
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k not in ("extra", "parents")}
@@ -109,7 +115,7 @@ class SAE(torch.nn.Module):
         self.cfg = cfg
         for name, shape in self.shapes(cfg).items():
             setattr(self, name, torch.nn.Parameter(torch.zeros(shape) if weights is None else weights[name]))
-        if cfg.architecture != "jumprelu":
+        if not cfg.thresholded:
             self.register_parameter("threshold", None)
         self._tree: TreeRule | None = None  # built on first use, on the latents' device
         self._gemm_dtype: torch.dtype | None = None  # the encoder GEMM's (set_compute_dtype); None: W_enc's own
@@ -147,7 +153,7 @@ class SAE(torch.nn.Module):
     def shapes(cfg: SAEConfig) -> dict[str, tuple[int, ...]]:
         out = {"W_enc": (cfg.d_in, cfg.d_sae), "b_enc": (cfg.d_sae,), "W_dec": (cfg.d_sae, cfg.d_in),
                "b_dec": (cfg.d_in,)}
-        if cfg.architecture == "jumprelu":
+        if cfg.thresholded:
             out["threshold"] = (cfg.d_sae,)
         return out
 
@@ -279,7 +285,7 @@ class SAE(torch.nn.Module):
         if arch == "jumprelu":  # SAELens: ReLU before the threshold (matters for θ < 0)
             return torch.relu(pre) * (pre > self.threshold)
         if arch == "tree":
-            return torch.relu(pre) * self.tree_rule(pre.device).mask(pre, self.cfg.k)
+            return torch.relu(pre) * self.tree_rule(pre.device).mask(pre, self.cfg.k, threshold=self.threshold)
         return torch.relu(pre)
 
     def tree_rule(self, device) -> TreeRule:
@@ -310,10 +316,11 @@ class SAE(torch.nn.Module):
         refused."""
         self.expect_codable()
         arch = self.cfg.architecture
+        thr = self.threshold.detach().to("cpu", torch.float32).numpy() if self.cfg.thresholded else None
         if arch in WITH_K:
-            return self.cfg.k, None, self.cfg.parents
+            return self.cfg.k or 0, thr, self.cfg.parents
         if arch == "jumprelu":
-            return 0, self.threshold.detach().to("cpu", torch.float32).numpy(), None
+            return 0, thr, None
         return 0, None, None
 
     def content_hash(self) -> str:

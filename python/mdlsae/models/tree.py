@@ -9,6 +9,10 @@ tree SAE's selection (DESIGN §2, after H-SAE, Muchane et al. 2025):
 - below an active latent, only the child with the largest pre-activation (ties to the lower
   index) may fire, and it does when its pre-activation is > 0; and so on down the levels.
 
+A tree SAE without k (trained with a batch-level budget, ``--arch batchtree``) has a threshold
+per latent instead, as a JumpReLU: the roots above theirs are kept, and the strongest child
+must also exceed its own.
+
 So a child fires only when its parent fires, and siblings exclude one another (Animal → one of
 Bird, Fish, …). The native kernel (``csrc/cpu/select_quantize.cpp``) implements the same rule.
 
@@ -132,44 +136,66 @@ class TreeRule:
             setattr(self, name, getattr(self, name).to(device))
         return self
 
-    def winners(self, pre: torch.Tensor) -> torch.Tensor:
+    def winners(self, pre: torch.Tensor, threshold: torch.Tensor | None = None) -> torch.Tensor:
         """Bool [rows, n_children]: child j is the first child of its parent with the parent's
-        largest pre-activation, and that pre-activation is > 0."""
+        largest pre-activation, and that pre-activation is > 0 (and above j's threshold)."""
         rows, par = pre.shape[0], self.parent_of.expand(pre.shape[0], -1)
         cp = pre[:, self.child]
         best = pre.new_full((rows, self.d), -torch.inf).scatter_reduce(1, par, cp, "amax")
         top = cp == best.gather(1, par)
         first = torch.full((rows, self.d), self.d, dtype=torch.int64, device=pre.device).scatter_reduce(
             1, par, torch.where(top, self.child.expand(rows, -1), self.d), "amin")
-        return (first.gather(1, par) == self.child) & (cp > 0)
+        win = (first.gather(1, par) == self.child) & (cp > 0)
+        return win if threshold is None else win & (cp > threshold[self.child])
 
-    def mask(self, pre: torch.Tensor, k: int, exact_ties: bool = True) -> torch.Tensor:
-        """Bool [rows, d]: the latents the tree rule keeps. ``exact_ties=False`` breaks ties
-        among the roots as torch.topk does (training, where ties do not matter)."""
+    def mask(self, pre: torch.Tensor, k: int | None, exact_ties: bool = True,
+             threshold: torch.Tensor | None = None) -> torch.Tensor:
+        """Bool [rows, d]: the latents the tree rule keeps, with the k largest roots, or (k None
+        or 0) with every latent's ``threshold`` [d]. ``exact_ties=False`` breaks ties among the
+        roots as torch.topk does (training, where ties do not matter)."""
+        expect(bool(k) != (threshold is not None), "a tree selects by k or by thresholds, exactly one of them")
         if self.levels:
-            return self._regular_mask(pre, k, exact_ties)
-        keep = _top(pre.masked_fill(~self.roots, -torch.inf), min(k, self.n_roots), exact_ties)
+            return self._regular_mask(pre, k, exact_ties, threshold)
+        if k:
+            keep = _top(pre.masked_fill(~self.roots, -torch.inf), min(k, self.n_roots), exact_ties)
+        else:
+            keep = self.roots & (pre > threshold)
         keep &= pre > 0
         if len(self.child):
-            win = self.winners(pre)
+            win = self.winners(pre, threshold)
             for _ in range(self.depth):  # level by level: a child needs its parent kept
                 keep[:, self.child] = win & keep[:, self.parent_of]
         return keep
 
-    def _regular_mask(self, pre: torch.Tensor, k: int, exact_ties: bool) -> torch.Tensor:
+    def path_min(self, v: torch.Tensor) -> torch.Tensor:
+        """``v`` [rows, d] (in place) with every latent's value capped by its parent's, level by
+        level: the smallest value on its path from the root."""
+        for first, width, b in self.levels:
+            start = first + width
+            kids = v[:, start:start + width * b]
+            torch.minimum(kids, v[:, first:start].repeat_interleave(b, dim=1), out=kids)
+        if not self.levels:
+            for _ in range(self.depth):
+                v[:, self.child] = torch.minimum(v[:, self.child], v[:, self.parent_of])
+        return v
+
+    def _regular_mask(self, pre: torch.Tensor, k: int | None, exact_ties: bool,
+                      threshold: torch.Tensor | None) -> torch.Tensor:
         """:meth:`mask` for a regular forest: the roots are the first columns, and below each
         level's parents [first, first + width) sit their children, b per parent in order, so
         a parent's winner is the max (first index on ties) of its row of b."""
         rows, r = pre.shape[0], self.n_roots
-        k = min(k, r)
         keep = torch.empty(pre.shape, dtype=torch.bool, device=pre.device)
         root_pre = pre[:, :r]
-        keep[:, :r] = _top(root_pre, k, exact_ties) & (root_pre > 0)
+        top = _top(root_pre, min(k, r), exact_ties) if k else root_pre > threshold[:r]
+        keep[:, :r] = top & (root_pre > 0)
         for first, width, b in self.levels:
             start = first + width
             kids = pre[:, start:start + width * b].reshape(rows, width, b)
             best, at = kids.max(dim=2, keepdim=True)
             fire = (best > 0) & keep[:, first:start].unsqueeze(2)
+            if threshold is not None:  # the winner's own threshold
+                fire &= best > threshold[start:start + width * b].view(1, width, b).expand(rows, -1, -1).gather(2, at)
             keep[:, start:start + width * b] = torch.zeros_like(kids, dtype=torch.bool).scatter_(
                 2, at, fire).reshape(rows, width * b)
         return keep

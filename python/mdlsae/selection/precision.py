@@ -55,9 +55,10 @@ def select_sparse(pre: torch.Tensor, k: int, threshold: np.ndarray | None,
                   tree: TreeRule | None = None) -> tuple[torch.Tensor, ...]:
     """(rows, features, values) of the positive selected latents, with the fused kernel's
     selection rule: TopK with ties to the lower feature index (k > 0; over the roots of a
-    ``tree``, then its children), else ``pre > threshold``."""
+    ``tree``, then its children), else ``pre > threshold`` (a tree's roots, then its children)."""
     if tree is not None:
-        r, c = torch.nonzero(tree.mask(pre, k), as_tuple=True)
+        thr = None if k > 0 else torch.from_numpy(threshold).to(pre.device)
+        r, c = torch.nonzero(tree.mask(pre, k or None, threshold=thr), as_tuple=True)
         return r, c, pre[r, c]
     if k <= 0:
         thr = torch.zeros(()) if threshold is None else torch.from_numpy(threshold).to(pre.device).clamp_min(0)

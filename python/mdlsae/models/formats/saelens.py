@@ -65,10 +65,9 @@ def _architecture(cfg: dict, where: Path) -> tuple[str, int | None]:
     expect(arch in KNOWN, f"{where}: unsupported SAELens architecture {arch!r}; mdlsae reads "
                           f"{', '.join(KNOWN)} (transcoders and abstopk are refused)")
     k = cfg.get("k", kwargs.get("k"))
-    if arch in ("topk", "tree"):
-        expect(k is not None, f"{where}: a {arch} SAE without k in cfg.json")
-        return arch, int(k)
-    return arch, None
+    if arch == "topk":
+        expect(k is not None, f"{where}: a topk SAE without k in cfg.json")
+    return arch, (int(k) if k is not None and arch in ("topk", "tree") else None)
 
 
 def _normalization(cfg: dict, w: dict, where: Path) -> str:
@@ -104,7 +103,7 @@ def read_saelens(path: Path) -> SAE:
     else:
         w["W_enc"], w["b_enc"] = take(raw, ["W_enc", "b_enc"], wpath)
     w["W_dec"], w["b_dec"] = take(raw, ["W_dec", "b_dec"], wpath)
-    if arch == "jumprelu":
+    if arch == "jumprelu" or (arch == "tree" and k is None):  # a tree without k selects by thresholds
         (w["threshold"],) = take(raw, ["threshold"], wpath)
     if cfg.get("rescale_acts_by_decoder_norm"):
         scale_latents(w, w["W_dec"].norm(dim=1))

@@ -58,9 +58,9 @@ class Trainer:
         arch = cfg.architecture
         if init is not None:
             expect(init.d_in == d, f"init SAE has d_in={init.d_in}, activations have {d}")
-            expect(init.cfg.architecture == arch,
+            expect(init.cfg.architecture in (arch, OBJECTIVES[arch].trained_arch),
                    f"init SAE is {init.cfg.architecture!r}, training asks for {arch!r}")
-        self.k = int(init.cfg.k) if init is not None and arch in WITH_K else (cfg.k or default_k(d, cfg.d_sae))
+        self.k = int(init.cfg.k) if init is not None and arch in WITH_K and init.cfg.k else (cfg.k or default_k(d, cfg.d_sae))
         self.d_sae = init.d_sae if init is not None else cfg.d_sae
         self.stream = BatchStream(self.acts, cfg.batch_size, cfg.seed, self.device)
         epochs = cfg.epochs or max(1, math.ceil(DEFAULT_TRAIN_ROWS / (self.stream.steps_per_epoch * self.stream.batch_size)))
@@ -185,7 +185,8 @@ class Trainer:
     def finish(self) -> TrainResult:
         """The SAE in raw-activation units (BatchTopK as JumpReLU) and its final statistics."""
         s, arch = self.scale, self.objective.saved_arch
-        sae = SAE(SAEConfig(arch, d_in=self.acts.d, d_sae=self.d_sae, k=self.k if arch in WITH_K else None,
+        sae = SAE(SAEConfig(arch, d_in=self.acts.d, d_sae=self.d_sae,
+                            k=self.k if arch in WITH_K and self.objective.keeps_k else None,
                             parents=self.sae.cfg.parents))
         src = self.sae.to("cpu")
         with torch.no_grad():

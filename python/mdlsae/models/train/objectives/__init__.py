@@ -7,9 +7,10 @@ from .jumprelu import JumpReLU
 from .matryoshka import Matryoshka
 from .relu import ReLU
 from .topk import TopK
-from .tree import Tree, tree_from
+from .tree import BatchTree, Tree, tree_from
 
 OBJECTIVES: dict[str, type[Objective]] = {"topk": TopK, "batchtopk": BatchTopK, "jumprelu": JumpReLU, "relu": ReLU,
-                                         "matryoshka": Matryoshka, "tree": Tree}
+                                         "matryoshka": Matryoshka, "tree": Tree,
+                                         "batchtree": BatchTree}
 
 __all__ = ["OBJECTIVES", "Objective", "Forward", "batchtopk_threshold", "tree_from"]

@@ -7,6 +7,14 @@ empty. Gradients reach the kept latents as in TopK.
 The forest is fixed while training: a regular one from ``TrainConfig.branching`` (roots first,
 then each level's children grouped by parent; ``regular_forest``), or the one of the SAE it
 starts from (:func:`tree_from`: a flat SAE plus its discovered forest).
+
+``batchtree`` is the tree under a batch-level budget, as BatchTopK is TopK's: the candidates are
+every positive root and, below each candidate, its strongest positive child; each candidate's
+value for the budget is the smallest pre-activation on its path from the root, and the k·batch
+largest of the batch are kept — a strict selection of k latents per row on average, with as
+many roots in a row as it needs. Inference uses one threshold calibrated at the end (the mean
+smallest value kept), saved as a tree without k: the roots above it, and below each kept latent
+its strongest child when above it too (the same selection).
 """
 
 from __future__ import annotations
@@ -56,3 +64,57 @@ class Tree(Objective):
         vals = pre[rows, cols]
         x_hat = bag_decode(sae.W_dec, rows, len(pre), cols, vals) + sae.b_dec
         return Forward(x_hat, cols, len(vals) / len(pre), pre.new_zeros(()))
+
+
+class BatchTree(Tree):
+    saved_arch = "tree"
+    keeps_k = False
+
+    def forest(self) -> np.ndarray:
+        return regular_forest(self.d_sae, list(self.cfg.branching or DEFAULT_BRANCHING))
+
+    def forward(self, sae, pre: torch.Tensor) -> Forward:
+        rows, cols = torch.nonzero(tree_budget_mask(self.rule, pre, self.k), as_tuple=True)
+        vals = pre[rows, cols]
+        x_hat = bag_decode(sae.W_dec, rows, len(pre), cols, vals) + sae.b_dec
+        return Forward(x_hat, cols, len(vals) / len(pre), pre.new_zeros(()))
+
+    def finish(self, sae, sample: torch.Tensor, scale: float) -> None:
+        with torch.no_grad():
+            sae.threshold.fill_(tree_threshold(sae, sample, self.k))
+
+
+def _path_values(rule, pre: torch.Tensor) -> torch.Tensor:
+    """[rows, d]: for the candidates (the positive roots and, below each, its strongest positive
+    child, level by level) the smallest pre-activation on their path from the root, -inf for
+    the others. A threshold keeps a candidate with all its ancestors exactly when this value is
+    above it, so a budget on these values is a budget on a strict selection."""
+    pre = pre.detach()
+    cand = rule.mask(pre, None, exact_ties=False, threshold=pre.new_zeros(pre.shape[1]))
+    return rule.path_min(torch.where(cand, pre, -torch.inf))
+
+
+def tree_budget_mask(rule, pre: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool [rows, d]: the k·rows candidates of the batch with the largest path values (all of
+    them when fewer): strict, and k per row on average."""
+    m = _path_values(rule, pre)
+    keep = m > -torch.inf
+    v = m[keep]
+    if v.numel() > k * len(pre):
+        keep &= m >= v.topk(k * len(pre), sorted=False).values.min()
+    return keep
+
+
+@torch.no_grad()
+def tree_threshold(sae, x: torch.Tensor, k: int, chunk: int = 4096) -> float:
+    """The batchtree's inference threshold: the mean over chunks of the smallest path value that
+    the budget keeps (as :func:`batchtopk_threshold` does for BatchTopK)."""
+    rule, ts, ws = sae.tree_rule(x.device), [], []
+    for i in range(0, len(x), chunk):
+        m = _path_values(rule, sae.pre_acts(x[i:i + chunk]))
+        v = m[m > -torch.inf]
+        n = min(k * len(m), v.numel())
+        if n:
+            ts.append(float(v.topk(n, sorted=False).values.min()))
+            ws.append(n)
+    return float(np.average(ts, weights=ws)) if ts else 0.0
