@@ -1,5 +1,5 @@
 """Training throughput by architecture at the same width (issue 14, must-show 3): rows per
-second of ``train`` for topk, batchtopk, matryoshka and tree (a regular forest of --branching)
+second of ``train`` for topk, batchtopk, matryoshka, tree and batchtree (a regular forest of --branching)
 on one activation file, side by side, median of --reps runs each (interleaved), on this
 machine's default threads. --d-sae must be a multiple of the tree's latents per root.
 
@@ -22,7 +22,7 @@ import torch
 from mdlsae.data.acts import Activations
 from mdlsae.models.train import TrainConfig, train
 
-ARCHS = ("topk", "batchtopk", "matryoshka", "tree")
+ARCHS = ("topk", "batchtopk", "matryoshka", "tree", "batchtree")
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
     for _ in range(a.reps):
         for arch in ARCHS:
             res = train(acts, TrainConfig(architecture=arch, d_sae=a.d_sae, k=a.k, epochs=a.epochs,
-                                           branching=branching if arch == "tree" else None))
+                                           branching=branching if "tree" in arch else None))
             runs[arch].append(res.stats["rows_per_s"])
             print(f"{arch}: {res.stats['rows_per_s']:,.0f} rows/s", flush=True)
             fvu[arch] = res.stats["fvu"]
