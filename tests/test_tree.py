@@ -155,6 +155,12 @@ def test_save_load_round_trip_and_forest_checks(tmp_path):
     (tmp_path / "t" / "cfg.json").write_text(json.dumps(cfg))
     with pytest.raises(MdlsaeError, match="without its forest"):
         SAE.load(tmp_path / "t")
+    cfg["parents"] = sae.cfg.parents.tolist()
+    for bad in ("abc", 2.5, True, 0):
+        cfg["k"] = bad
+        (tmp_path / "t" / "cfg.json").write_text(json.dumps(cfg))
+        with pytest.raises(MdlsaeError, match="expected a positive integer"):
+            SAE.load(tmp_path / "t")
 
 
 def test_encode_matches_the_fused_kernel():
@@ -184,6 +190,9 @@ def test_train_tree_from_scratch_is_strict(arch):
     res = train(x, TrainConfig(architecture=arch, d_sae=35, k=2, branching=[4], epochs=1, seed=0))
     sae = res.sae
     assert sae.cfg.architecture == "tree" and (sae.cfg.parents >= 0).sum() == 28
+    with pytest.raises(MdlsaeError, match="init SAE is 'relu'"):  # only a tree may start a batchtree
+        train(x, TrainConfig(architecture="batchtopk", d_sae=35, k=2, epochs=1), init=SAE.random(
+            SAEConfig("relu", d_in=16, d_sae=35)))
     if arch == "batchtree":  # saved with one calibrated threshold instead of k: L0 about k per row
         assert sae.cfg.k is None and torch.all(sae.threshold == sae.threshold[0]) and sae.threshold[0] > 0
         assert res.stats["l0"] == pytest.approx(2, rel=0.35)

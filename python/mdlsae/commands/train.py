@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
                         "average (BatchTopK over its candidates), saved with one calibrated threshold "
                         "instead of k")
     p.add_argument("--d-sae", type=positive_int, metavar="D", help="number of latents (required without --init)")
-    p.add_argument("--k", type=positive_int, help="L0 (default min(32, d_in/8))")
+    p.add_argument("--k", type=positive_int, help="L0, for tree the roots per row (default min(32, d_in/8))")
     p.add_argument("-o", "--out", required=True, metavar="SAE_DIR", help="output SAE directory")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=positive_float, help="passes over the data (default: enough for 1.5M rows)")

@@ -7,7 +7,7 @@ as SAELens's ``standard``), so every directory written here loads in SAELens, or
 ``tree`` (with a forest ``parents``, in ``cfg.json`` and as an int32 tensor in the weights
 file, and either ``k`` or, without it, a ``threshold [d_sae]``; see :mod:`.tree`). Every other
 format (SAELens's other architectures and versions, the Gemma/Llama/Qwen Scope releases,
-dictionary_learning, sparsify) is folded exactly into these three by its reader in this package
+dictionary_learning, sparsify) is folded exactly into these forms by its reader in this package
 (:mod:`.formats`), or refused.
 
 Forward pass (DESIGN §2): ``pre = (norm(x) - b_dec) @ W_enc + b_enc``; ``topk`` keeps the k

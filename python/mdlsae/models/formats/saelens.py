@@ -65,6 +65,8 @@ def _architecture(cfg: dict, where: Path) -> tuple[str, int | None]:
     expect(arch in KNOWN, f"{where}: unsupported SAELens architecture {arch!r}; mdlsae reads "
                           f"{', '.join(KNOWN)} (transcoders and abstopk are refused)")
     k = cfg.get("k", kwargs.get("k"))
+    expect(k is None or (type(k) in (int, float) and k == int(k) and k >= 1),
+           f"{where}: cfg.json has k={k!r}, expected a positive integer")
     if arch == "topk":
         expect(k is not None, f"{where}: a topk SAE without k in cfg.json")
     return arch, (int(k) if k is not None and arch in ("topk", "tree") else None)

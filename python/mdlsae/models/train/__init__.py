@@ -1,8 +1,10 @@
-"""SAE training in torch (CPU or CUDA) for ``topk``, ``batchtopk``, ``jumprelu`` and ``relu``.
+"""SAE training in torch (CPU or CUDA) for ``topk``, ``batchtopk``, ``matryoshka``, ``jumprelu``,
+``relu``, ``tree`` and ``batchtree``.
 
-``k`` is the L0 for every architecture: exact per row for TopK, the batch mean for BatchTopK
-(inference uses a threshold calibrated at the end, so it saves as ``jumprelu``), and a target
-for JumpReLU and ReLU, whose penalties adapt to reach it. Given the seed, a run is
+``k`` is the L0: exact per row for TopK, the batch mean for BatchTopK, Matryoshka and batchtree
+(inference uses a threshold calibrated at the end, so the first two save as ``jumprelu``, the
+last as a ``tree`` without k), a target for JumpReLU and ReLU, whose penalties adapt to reach
+it, and for ``tree`` the roots kept per row. Given the seed, a run is
 deterministic on CPU, and a checkpoint (written periodically and on Ctrl-C) resumes to the
 same weights as an uninterrupted run.
 

@@ -58,7 +58,7 @@ class Trainer:
         arch = cfg.architecture
         if init is not None:
             expect(init.d_in == d, f"init SAE has d_in={init.d_in}, activations have {d}")
-            expect(init.cfg.architecture in (arch, OBJECTIVES[arch].trained_arch),
+            expect(init.cfg.architecture in (arch, *OBJECTIVES[arch].init_archs),
                    f"init SAE is {init.cfg.architecture!r}, training asks for {arch!r}")
         self.k = int(init.cfg.k) if init is not None and arch in WITH_K and init.cfg.k else (cfg.k or default_k(d, cfg.d_sae))
         self.d_sae = init.d_sae if init is not None else cfg.d_sae

@@ -37,6 +37,7 @@ class Objective:
     trained_arch: str  # SAEConfig.architecture of the SAE the loop trains
     saved_arch: str  # SAEConfig.architecture of the SAE :meth:`finish` leaves
     keeps_k = True  # a saved topk or tree SAE selects by k (False: a tree by its calibrated thresholds)
+    init_archs: tuple[str, ...] = ()  # architectures besides its own an SAE to start from may have
 
     def __init__(self, cfg, k: int, d_in: int, d_sae: int, device: torch.device):
         self.cfg, self.k, self.d_in, self.d_sae, self.device = cfg, k, d_in, d_sae, device

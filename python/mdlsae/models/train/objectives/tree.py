@@ -58,6 +58,8 @@ class Tree(Objective):
 
     def attach(self, sae, init, scale: float) -> None:
         self.rule = sae.tree_rule(self.device)  # the regular forest, or the starting SAE's
+        expect(not self.keeps_k or self.k <= self.rule.n_roots,
+               f"k={self.k} exceeds the tree's {self.rule.n_roots} roots")
 
     def forward(self, sae, pre: torch.Tensor) -> Forward:
         rows, cols = torch.nonzero(self.rule.mask(pre, self.k, exact_ties=False), as_tuple=True)
@@ -69,6 +71,7 @@ class Tree(Objective):
 class BatchTree(Tree):
     saved_arch = "tree"
     keeps_k = False
+    init_archs = ("tree",)  # a tree with k (tree_from a flat SAE) or without (an earlier batchtree)
 
     def forest(self) -> np.ndarray:
         return regular_forest(self.d_sae, list(self.cfg.branching or DEFAULT_BRANCHING))
@@ -117,4 +120,5 @@ def tree_threshold(sae, x: torch.Tensor, k: int, chunk: int = 4096) -> float:
         if n:
             ts.append(float(v.topk(n, sorted=False).values.min()))
             ws.append(n)
-    return float(np.average(ts, weights=ws)) if ts else 0.0
+    expect(ts, "no root of the trained tree fires on the calibration rows: cannot calibrate its threshold")
+    return float(np.average(ts, weights=ws))
