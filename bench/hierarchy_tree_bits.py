@@ -7,7 +7,8 @@ coded as exclusive (child j over the rows where its parent fires and no earlier 
 the chain rule of "which child, if any" per parent), which a strict tree with at most one child
 per parent would allow. Then the oracle tree with a post-hoc threshold θ on its children (a
 child is a candidate only when its pre-activation exceeds θ, as in a JumpReLU; no retraining),
-DL at its own effective step: does silencing the spurious children pay?
+DL at its own effective step: does silencing the spurious children pay? And the oracle
+``batchtree`` (k8, k10: a batch budget instead of k roots) split the same way.
 
 ``--d 128``: the same forest in twice the dimensions (less superposition).
 
@@ -116,6 +117,9 @@ def main() -> None:
     tree = train(x_tr, TrainConfig(architecture="tree", d_sae=224, k=8, seed=0), init=oracle(toy, 8)).sae
     held = dataclasses.replace(toy, x=x_held, coeffs=toy.coeffs[60_000:])
     rows = [split("topk k12 + discovered forest", flat, x_held, held), split("oracle tree k8", tree, x_held, held)]
+    for k in (8, 10):  # the tree under a batch budget, from the same start
+        bt = train(x_tr, TrainConfig(architecture="batchtree", d_sae=224, k=k, seed=0), init=oracle(toy, 8)).sae
+        rows.append(split(f"oracle batchtree k{k}", bt, x_held, held))
     thresholds = [thresholded(tree, x_held, t) for t in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)]
     Path(a.out).write_text(json.dumps({"date": datetime.date.today().isoformat(), "machine": platform.machine(),
                                        "spec": spec, "tolerance_fvu": TOL, "rows": rows,
