@@ -107,6 +107,15 @@ def test_irregular_forests_take_the_general_path():
     assert regular_branching(np.array([-1, -1, 0, 1])) == [1]
 
 
+@pytest.mark.parametrize("parents", [[-1, 0, 0, 1, -1, 4], [-1, -1, 0, 0, 1, 1]])
+def test_a_nan_sibling_leaves_its_parent_childless_as_in_the_reference(parents):
+    parents = np.array(parents)
+    pre = torch.tensor([[1.0, float("nan"), 0.5, 0.7, 1.0, 0.3]])
+    for kw in ({"k": 2}, {"threshold": np.zeros(6, np.float32)}):
+        got = select_quantize(pre, step=0.01, parents=parents, **kw)
+        assert got == reference.select_quantize(pre, step=0.01, parents=parents, **kw)
+
+
 def test_ties_go_to_the_lower_child():
     parents = np.array([-1, 0, 0, 0])
     pre = torch.tensor([[1.0, 0.5, 0.7, 0.7]])

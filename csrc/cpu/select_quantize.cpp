@@ -184,6 +184,10 @@ int64_t grow_tree(const Forest& forest, const float* thr, int64_t n, std::vector
     for (int64_t j = forest.ptr[f]; j < forest.ptr[f + 1]; ++j) {
       const int32_t c = forest.kids[size_t(j)];
       const float v = pre_of(c);
+      if (v != v) {  // a NaN sibling: no child, as the reference's max (which propagates NaN) decides
+        best_c = -1;
+        break;
+      }
       if (v > best) best = v, best_c = c;
     }
     if (best_c >= 0 && passes_threshold(best, thr, best_c)) cand[size_t(n++)] = {best, best_c};
