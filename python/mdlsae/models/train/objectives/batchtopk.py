@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ....errors import expect
 from .base import Forward, Objective
 
 
@@ -43,14 +44,23 @@ def bag_decode(w_dec: torch.Tensor, bags: torch.Tensor, n_bags: int, cols: torch
     return F.embedding_bag(cols[order], w_dec, offsets, per_sample_weights=vals[order], mode="sum")
 
 
-@torch.no_grad()
-def batchtopk_threshold(sae, x: torch.Tensor, k: int, chunk: int = 4096) -> float:
+def batchtopk_threshold(sae, x: torch.Tensor, k: int) -> float:
     """The inference threshold of a BatchTopK SAE: the mean over chunks of the smallest value
     that BatchTopK keeps, so that thresholding gives L0 ≈ k."""
+    return mean_smallest_kept(sae, x, k, lambda pre: torch.relu(pre).flatten())
+
+
+@torch.no_grad()
+def mean_smallest_kept(sae, x: torch.Tensor, k: int, values, chunk: int = 4096) -> float:
+    """The mean over chunks of rows of the smallest of the k·rows largest ``values(pre)`` (a
+    budget's candidates, 1-D), weighted by how many were kept: the one threshold that keeps
+    about k per row at inference."""
     ts, ws = [], []
     for i in range(0, len(x), chunk):
-        r = torch.relu(sae.pre_acts(x[i:i + chunk])).flatten()
-        n = min(k * len(x[i:i + chunk]), r.numel())
-        ts.append(float(r.topk(n, sorted=False).values.min()))
-        ws.append(n)
+        v = values(sae.pre_acts(x[i:i + chunk]))
+        n = min(k * len(x[i:i + chunk]), v.numel())
+        if n:
+            ts.append(float(v.topk(n, sorted=False).values.min()))
+            ws.append(n)
+    expect(ts, "no latent fires on the calibration rows: cannot calibrate the threshold")
     return float(np.average(ts, weights=ws))

@@ -26,7 +26,7 @@ from ....errors import expect
 from ...sae import SAE, SAEConfig
 from ...tree import regular_forest, validate_parents
 from .base import Forward, Objective
-from .batchtopk import bag_decode
+from .batchtopk import bag_decode, mean_smallest_kept
 
 DEFAULT_BRANCHING = [4]  # every root has 4 children: D/5 roots
 
@@ -49,20 +49,19 @@ class Tree(Objective):
     trained_arch = saved_arch = "tree"
 
     def forest(self) -> np.ndarray:
-        branching = list(self.cfg.branching or DEFAULT_BRANCHING)
-        parents = regular_forest(self.d_sae, branching)
-        roots = int((parents < 0).sum())
-        expect(self.k <= roots, f"k={self.k} exceeds the tree's {roots} roots (d_sae={self.d_sae}, branching "
-                                f"{','.join(map(str, branching))})")
-        return parents
+        return regular_forest(self.d_sae, list(self.cfg.branching or DEFAULT_BRANCHING))
 
     def attach(self, sae, init, scale: float) -> None:
         self.rule = sae.tree_rule(self.device)  # the regular forest, or the starting SAE's
         expect(not self.keeps_k or self.k <= self.rule.n_roots,
-               f"k={self.k} exceeds the tree's {self.rule.n_roots} roots")
+               f"k={self.k} exceeds the tree's {self.rule.n_roots} roots (d_sae={self.d_sae})")
+
+    def select(self, pre: torch.Tensor) -> torch.Tensor:
+        """Bool [batch, d_sae]: the latents kept in training."""
+        return self.rule.mask(pre, self.k, exact_ties=False)
 
     def forward(self, sae, pre: torch.Tensor) -> Forward:
-        rows, cols = torch.nonzero(self.rule.mask(pre, self.k, exact_ties=False), as_tuple=True)
+        rows, cols = torch.nonzero(self.select(pre), as_tuple=True)
         vals = pre[rows, cols]
         x_hat = bag_decode(sae.W_dec, rows, len(pre), cols, vals) + sae.b_dec
         return Forward(x_hat, cols, len(vals) / len(pre), pre.new_zeros(()))
@@ -73,14 +72,8 @@ class BatchTree(Tree):
     keeps_k = False
     init_archs = ("tree",)  # a tree with k (tree_from a flat SAE) or without (an earlier batchtree)
 
-    def forest(self) -> np.ndarray:
-        return regular_forest(self.d_sae, list(self.cfg.branching or DEFAULT_BRANCHING))
-
-    def forward(self, sae, pre: torch.Tensor) -> Forward:
-        rows, cols = torch.nonzero(tree_budget_mask(self.rule, pre, self.k), as_tuple=True)
-        vals = pre[rows, cols]
-        x_hat = bag_decode(sae.W_dec, rows, len(pre), cols, vals) + sae.b_dec
-        return Forward(x_hat, cols, len(vals) / len(pre), pre.new_zeros(()))
+    def select(self, pre: torch.Tensor) -> torch.Tensor:
+        return tree_budget_mask(self.rule, pre, self.k)
 
     def finish(self, sae, sample: torch.Tensor, scale: float) -> None:
         with torch.no_grad():
@@ -108,17 +101,12 @@ def tree_budget_mask(rule, pre: torch.Tensor, k: int) -> torch.Tensor:
     return keep
 
 
-@torch.no_grad()
-def tree_threshold(sae, x: torch.Tensor, k: int, chunk: int = 4096) -> float:
+def tree_threshold(sae, x: torch.Tensor, k: int) -> float:
     """The batchtree's inference threshold: the mean over chunks of the smallest path value that
     the budget keeps (as :func:`batchtopk_threshold` does for BatchTopK)."""
-    rule, ts, ws = sae.tree_rule(x.device), [], []
-    for i in range(0, len(x), chunk):
-        m = _path_values(rule, sae.pre_acts(x[i:i + chunk]))
-        v = m[m > -torch.inf]
-        n = min(k * len(m), v.numel())
-        if n:
-            ts.append(float(v.topk(n, sorted=False).values.min()))
-            ws.append(n)
-    expect(ts, "no root of the trained tree fires on the calibration rows: cannot calibrate its threshold")
-    return float(np.average(ts, weights=ws))
+    rule = sae.tree_rule(x.device)
+
+    def path_values(pre: torch.Tensor) -> torch.Tensor:
+        m = _path_values(rule, pre)
+        return m[m > -torch.inf]
+    return mean_smallest_kept(sae, x, k, path_values)
