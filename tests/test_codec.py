@@ -3,6 +3,7 @@ the entropy estimate, and damage always detected (DESIGN §3–4)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 
@@ -60,8 +61,8 @@ def stats_of(codes: SparseCodes, parents=None) -> FeatureStats:
     return FeatureStats(codes.n_rows, h.active_counts(), ptr, q, count, parents, wp)
 
 
-def round_trip(codes, parents=None, chunk_rows=37, fps=0):
-    model = build_model(stats_of(codes, parents))
+def round_trip(codes, parents=None, chunk_rows=37, fps=0, exclusive=False):
+    model = build_model(dataclasses.replace(stats_of(codes, parents), exclusive=exclusive))
     payloads = _C.encode_chunks(model, codes.row_ptr, codes.index, codes.q, chunk_rows, fps)
     rows = [min(chunk_rows, codes.n_rows - i * chunk_rows) for i in range(len(payloads))]
     back = SparseCodes(*_C.decode_chunks(model, payloads, rows, fps), codes.d_sae)
@@ -130,13 +131,100 @@ def test_bytes_match_plain_reference_long_gaps(with_parents):
         assert payload == codec_reference.encode_chunk(part, model.counts(), n), f"chunk {i}"
 
 
+def exclusive_codes(rng, n, d, parents, off_rate=0.05):
+    """Codes where, in each row of a parent, at most one of its children fires (a strict tree's
+    siblings), and children also fire now and then without their parent (quantization can drop a
+    parent and keep its child), siblings together there."""
+    act = rng.random((n, d)) < rng.uniform(0.05, 0.6, size=d)
+    for f in np.argsort(_depth(parents), kind="stable"):
+        kids = np.flatnonzero(parents == f)
+        if len(kids):
+            pick = rng.integers(-1, len(kids), size=n)  # -1: no child in this row
+            for i, c in enumerate(kids):
+                act[:, c] = np.where(act[:, f], pick == i, rng.random(n) < off_rate)
+    q = rng.geometric(0.4, size=(n, d)).astype(np.int32)
+    rows, cols = np.nonzero(act)
+    return SparseCodes(np.concatenate([[0], np.cumsum(act.sum(1))]).astype(np.int64), cols.astype(np.int32),
+                       q[rows, cols], d)
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_exclusive_siblings_round_trip_and_reference_bytes(case):
+    # A strict tree's children coded over their context (the parent's rows that no earlier
+    # sibling holds): exact round trips, and the plain reference's very bytes.
+    rng = np.random.default_rng(300 + case)
+    n, d = int(rng.integers(1, 160)), int(rng.integers(2, 16))
+    parents = random_forest(rng, d)
+    codes = exclusive_codes(rng, n, d, parents)
+    chunk, fps = int(rng.integers(1, n + 1)), int(rng.integers(0, d + 1))
+    back, payloads, model = round_trip(codes, parents, chunk, fps, exclusive=True)
+    assert model.exclusive and back == codes
+    counts = model.counts()
+    for i, payload in enumerate(payloads):
+        part = rows_of(codes, i * chunk, min(n, (i + 1) * chunk))
+        assert payload == codec_reference.encode_chunk(part, counts, n, fps), f"chunk {i}"
+
+
+def test_exclusive_siblings_cost_less_and_payload_meets_estimate():
+    rng = np.random.default_rng(5)
+    parents = np.array([-1, -1, 0, 0, 0, 1, 1, 2, 2, 5, -1])
+    codes = exclusive_codes(rng, 60_000, len(parents), parents, off_rate=0.01)
+    sizes = {}
+    for exclusive in (False, True):
+        stats = dataclasses.replace(stats_of(codes, parents), exclusive=exclusive)
+        back, payloads, _ = round_trip(codes, parents, 1 << 20, exclusive=exclusive)
+        assert back == codes
+        payload = 8 * sum(len(p) for p in payloads)
+        sizes[exclusive] = payload
+        assert abs(payload - stats.estimate_bits()) < 2e-4 * stats.estimate_bits() + 600
+    assert sizes[True] < 0.97 * sizes[False], sizes
+
+
+def test_exclusive_siblings_refuse_siblings_together():
+    parents = np.array([-1, 0, 0])
+    codes = SparseCodes(np.array([0, 3]), np.array([0, 1, 2], np.int32), np.ones(3, np.int32), 3)
+    stats = dataclasses.replace(stats_of(codes, parents), exclusive=True)
+    with pytest.raises(MdlsaeError, match="feature 2 and an earlier sibling are active in the same rows"):
+        build_model(stats)  # the counts themselves cannot hold both
+    two = SparseCodes(np.array([0, 2, 4]), np.array([0, 1, 0, 2], np.int32), np.ones(4, np.int32), 3)
+    model = build_model(dataclasses.replace(stats_of(two, parents), exclusive=True))
+    swapped = SparseCodes(np.array([0, 3, 4]), np.array([0, 1, 2, 0], np.int32), np.ones(4, np.int32), 3)
+    with pytest.raises(ValueError, match="features 1 and 2 .* active in one row of their parent"):
+        _C.encode_chunks(model, swapped.row_ptr, swapped.index, swapped.q, 16, 0)
+
+
+def test_exclusive_siblings_damage_is_an_error_not_a_crash():
+    rng = np.random.default_rng(9)
+    parents = np.array([-1, 0, 0, 0, 1, 1, -1, 6, 6])
+    codes = exclusive_codes(rng, 400, len(parents), parents)
+    _, payloads, model = round_trip(codes, parents, 400, exclusive=True)
+    for trial in range(300):
+        bad = bytearray(payloads[0])
+        for _ in range(1 + trial % 3):
+            bad[int(rng.integers(0, len(bad)))] ^= 1 << int(rng.integers(0, 8))
+        try:
+            back = SparseCodes(*_C.decode_chunks(model, [bytes(bad)], [400], 0), len(parents))
+        except RuntimeError:
+            continue
+        assert back.n_rows == 400  # decoded cleanly: a valid (other) chunk of these rows
+
+
+def test_stream_coder_leaves_exclusive_siblings_to_the_cpu_coder():
+    from mdlsae.codec.streams import StreamCoder
+    parents = np.array([-1, 0, 0])
+    codes = exclusive_codes(np.random.default_rng(1), 50, 3, parents)
+    _, _, model = round_trip(codes, parents, 50, exclusive=True)
+    with pytest.raises(MdlsaeError, match="does not code exclusive siblings"):
+        StreamCoder(model, "cpu")
+
+
 def test_old_format_version_refused(tmp_path):
     sae = make_sae("topk")
     encode(torch.randn(20, 16), sae, tmp_path / "a.mdl", step=0.1)
     raw = bytearray((tmp_path / "a.mdl").read_bytes())
     raw[8:10] = (2).to_bytes(2, "little")  # the version field after the magic
     (tmp_path / "old.mdl").write_bytes(bytes(raw))
-    with pytest.raises(MdlsaeError, match="format version 2, written by an older mdlsae; this one reads version 3"):
+    with pytest.raises(MdlsaeError, match="format version 2, written by an older mdlsae; this one reads version 4"):
         decode(tmp_path / "old.mdl", sae)
 
 

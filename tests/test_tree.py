@@ -4,13 +4,16 @@ children given their parents without a parents file, with the off-parent part em
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from mdlsae.codec import encode
+from mdlsae.codec import decode, encode
+from mdlsae.codec.api import stats_from_model
+from mdlsae.codec.container import MdlFile
 from mdlsae.errors import MdlsaeError
 from mdlsae.measure import reference
 from mdlsae.measure.dl import measure_dl
@@ -191,6 +194,14 @@ def test_dl_and_file_are_conditional_on_the_own_forest(tmp_path):
     info = encode(x, sae, tmp_path / "t.mdl", step=0.05)
     assert info.conditional
     assert info.payload_bits == pytest.approx(info.estimate_bits, rel=2e-3, abs=2000)
+    # its own forest's siblings are exclusive: the file codes them so, and says it
+    f = MdlFile(tmp_path / "t.mdl")
+    assert f.meta["exclusive_siblings"] and f.model.exclusive
+    assert info.estimate_bits == pytest.approx(rep.dl_bits_per_row * 3000, rel=1e-12)
+    assert decode(tmp_path / "t.mdl", sae).codes == select_quantize(sae.pre_acts(x).detach(), k=3, step=0.05,
+                                                                    parents=sae.cfg.parents)
+    stats = stats_from_model(f.model)
+    assert stats.exclusive and dataclasses.replace(stats, exclusive=False).estimate_bits() > info.estimate_bits
 
 
 @pytest.mark.parametrize("arch", ["tree", "batchtree"])

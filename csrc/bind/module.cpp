@@ -224,9 +224,9 @@ PYBIND11_MODULE(_C, m) {
 
   py::class_<Model>(m, "Model")
       .def(py::init([](uint64_t n_rows, I32Array parent, I64Array active, I64Array on, I32Array m_main,
-                       I32Array m_off, I64Array hist_ptr, I32Array hist_q, I64Array hist_count) {
+                       I32Array m_off, I64Array hist_ptr, I32Array hist_q, I64Array hist_count, bool exclusive) {
              Model md;
-             md.counts = {n_rows, to_vector<int32_t>(parent), to_vector<int64_t>(active),
+             md.counts = {n_rows, exclusive, to_vector<int32_t>(parent), to_vector<int64_t>(active),
                           to_vector<int64_t>(on), to_vector<int32_t>(m_main), to_vector<int32_t>(m_off),
                           to_vector<int64_t>(hist_ptr), to_vector<int32_t>(hist_q),
                           to_vector<int64_t>(hist_count)};
@@ -234,18 +234,20 @@ PYBIND11_MODULE(_C, m) {
              return md;
            }),
            py::arg("n_rows"), py::arg("parent"), py::arg("active"), py::arg("on"), py::arg("m_main"),
-           py::arg("m_off"), py::arg("hist_ptr"), py::arg("hist_q"), py::arg("hist_count"))
+           py::arg("m_off"), py::arg("hist_ptr"), py::arg("hist_q"), py::arg("hist_count"),
+           py::arg("exclusive") = false)
       .def_static(
           "unpack",
-          [](py::bytes blob, int64_t d_sae, uint64_t n_rows, bool has_parents) {
+          [](py::bytes blob, int64_t d_sae, uint64_t n_rows, bool has_parents, bool exclusive) {
             std::string_view v = blob;
             Model md;
             md.counts = codec::unpack_counts(reinterpret_cast<const uint8_t*>(v.data()), v.size(), d_sae,
                                              n_rows, has_parents);
+            md.counts.exclusive = exclusive;
             md.tables = codec::build_tables(md.counts);
             return md;
           },
-          py::arg("blob"), py::arg("d_sae"), py::arg("n_rows"), py::arg("has_parents"))
+          py::arg("blob"), py::arg("d_sae"), py::arg("n_rows"), py::arg("has_parents"), py::arg("exclusive") = false)
       .def("pack",
            [](const Model& md) {
              const auto b = codec::pack_counts(md.counts);
@@ -253,6 +255,7 @@ PYBIND11_MODULE(_C, m) {
            })
       .def_property_readonly("d_sae", [](const Model& md) { return md.tables.d_sae; })
       .def_property_readonly("n_rows", [](const Model& md) { return md.tables.n_rows; })
+      .def_property_readonly("exclusive", [](const Model& md) { return md.tables.exclusive; })
       // The tables as flat arrays for the device coder's driver (codec/flat_codec.h): integer
       // arrays, and the GapModel and EncSymbol arrays as their bytes; the encoder's and the
       // decoder's forms both.
@@ -293,6 +296,7 @@ PYBIND11_MODULE(_C, m) {
         const auto& c = md.counts;
         py::dict d;
         d["parent"] = to_numpy(std::vector<int32_t>(c.parent));
+        d["exclusive"] = c.exclusive;
         d["active"] = to_numpy(std::vector<int64_t>(c.active));
         d["on"] = to_numpy(std::vector<int64_t>(c.on));
         d["m_main"] = to_numpy(std::vector<int32_t>(c.m_main));

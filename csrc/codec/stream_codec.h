@@ -47,6 +47,7 @@ struct StreamStatus {
     kBadFraming = 3,       // decoding: stream `feature` overruns its chunk (or the chunk cannot hold the streams)
     kDamagedValues = 4,    // decoding: feature `feature` decoded active without a value table
     kUncleanEnd = 5,       // decoding: stream `feature` does not end on the initial states
+    kSiblingsOverlap = 6,  // encoding: feature `feature` active in a parent row that its earlier sibling `value` holds
   };
   int32_t error = kOk;
   int32_t feature = -1;
@@ -155,6 +156,71 @@ MDLSAE_CODEC_HD uint64_t split_by_parent(const int32_t* child, int64_t nc, const
   return uint64_t(n_on) << 32 | uint64_t(n_off);
 }
 
+// Exclusive siblings (TablesView::kid_ptr). A child's main positions run over its context: its
+// parent's rows less those its earlier siblings hold. Context m of a child is context m - 1 less
+// the positions (in context m - 1) of its sibling of rank m - 1, so each sibling's positions in
+// its own context map a list one context up or down in one merge.
+
+// Ascending positions v[0, n) in a context -> positions in the next one, which lacks the ascending
+// positions taken[0, nt) of the same context. False when v shares a position with taken.
+MDLSAE_CODEC_HD bool drop_taken(int32_t* v, int64_t n, const int32_t* taken, int64_t nt) {
+  int64_t t = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    while (t < nt && taken[t] < v[i]) ++t;
+    if (t < nt && taken[t] == v[i]) return false;
+    v[i] = int32_t(v[i] - t);
+  }
+  return true;
+}
+
+// The inverse: positions in the next context -> positions in this one.
+MDLSAE_CODEC_HD void skip_taken(int32_t* v, int64_t n, const int32_t* taken, int64_t nt) {
+  int64_t t = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t at = v[i] + t;
+    while (t < nt && taken[t] <= at) ++t, ++at;
+    v[i] = int32_t(at);
+  }
+}
+
+// Pads a child's context positions in the encoder's scratch up to its number of entries.
+constexpr int32_t kNoPosition = INT32_MAX;
+
+// The positions before the padding in list[0, n).
+MDLSAE_CODEC_HD int64_t listed(const int32_t* list, int64_t n) {
+  int64_t lo = 0;
+  for (int64_t len = n; len > 0;) {
+    const int64_t half = len / 2;
+    if (list[lo + half] != kNoPosition) {
+      lo += half + 1;
+      len -= half + 1;
+    } else {
+      len = half;
+    }
+  }
+  return lo;
+}
+
+// The encoder's first pass with exclusive siblings, over the whole chunk in coding order (earlier
+// siblings first): each child's context positions to on and its positions among the rows without
+// its parent to off, at its columns' place (see encode_stream), on padded with kNoPosition.
+MDLSAE_CODEC_HD StreamStatus place_siblings(const TablesView& t, const ColumnsView& col, int32_t* on, int32_t* off) {
+  for (int64_t oi = 0; oi < t.d_sae; ++oi) {
+    const int32_t f = t.order[oi], p = t.parent[f];
+    if (p < 0) continue;
+    const int64_t b = col.ptr[f], n = col.ptr[f + 1] - b, pb = col.ptr[p];
+    const int64_t n_on = int64_t(split_by_parent(col.row + b, n, col.row + pb, col.ptr[p + 1] - pb, on + b, off + b) >> 32);
+    for (int32_t r = 0; r < t.rank[f]; ++r) {
+      const int32_t s = t.kids[t.kid_ptr[p] + r];
+      const int64_t sb = col.ptr[s];
+      if (!drop_taken(on + b, n_on, on + sb, listed(on + sb, col.ptr[s + 1] - sb)))
+        return {StreamStatus::kSiblingsOverlap, f, s};
+    }
+    for (int64_t i = n_on; i < n; ++i) on[b + i] = kNoPosition;
+  }
+  return {};
+}
+
 // Upper bound of the words of the stream of features order[lo, hi) of a chunk, its opening
 // states included.
 MDLSAE_CODEC_HD int64_t stream_word_bound(const TablesView& t, const ColumnsView& col, int64_t lo, int64_t hi) {
@@ -175,7 +241,8 @@ MDLSAE_CODEC_HD int64_t stream_word_bound(const TablesView& t, const ColumnsView
 
 // Encodes the stream of features order[lo, hi) of a chunk into enc (words written forward from
 // enc.out, room made by `room`; Enc as in put_gaps_reverse). on, off: scratch at the columns'
-// positions (the entries of feature f at [col.ptr[f], col.ptr[f + 1])), used by children.
+// positions (the entries of feature f at [col.ptr[f], col.ptr[f + 1])), used by children; with
+// exclusive siblings, as place_siblings left them.
 template <class Enc, class Room>
 MDLSAE_STREAM_HD inline StreamStatus encode_stream(Enc& enc, Room& room, const TablesView& t,
                                                    const EncoderView& e, const ColumnsView& col, int64_t lo,
@@ -191,6 +258,15 @@ MDLSAE_STREAM_HD inline StreamStatus encode_stream(Enc& enc, Room& room, const T
     bool ok;
     if (p < 0) {
       ok = put_gaps_reverse(enc, room, col.row + b, n, col.rows, t.main[f], main_sym);
+    } else if (t.kid_ptr) {
+      const int64_t np = col.ptr[p + 1] - col.ptr[p], n_on = listed(on + b, n);
+      int64_t context = np;
+      for (int32_t r = 0; r < t.rank[f]; ++r) {
+        const int32_t s = t.kids[t.kid_ptr[p] + r];
+        context -= listed(on + col.ptr[s], col.ptr[s + 1] - col.ptr[s]);
+      }
+      ok = put_gaps_reverse(enc, room, off + b, n - n_on, col.rows - np, t.off[f], e.gap_sym + e.gap_ptr[2 * f + 1]) &&
+           put_gaps_reverse(enc, room, on + b, n_on, context, t.main[f], main_sym);
     } else {
       const int64_t pb = col.ptr[p], np = col.ptr[p + 1] - pb;
       const uint64_t sizes = split_by_parent(col.row + b, n, col.row + pb, np, on + b, off + b);

@@ -154,6 +154,37 @@ CodecTables build_tables(const Counts& c) {
   for (int64_t f = 0; f < d; ++f) t.order[f] = int32_t(f);
   std::stable_sort(t.order.begin(), t.order.end(), [&](int32_t a, int32_t b) { return depth[a] < depth[b]; });
 
+  // Exclusive siblings: each child's context is its parent's rows less its earlier siblings' on rows
+  std::vector<int64_t> context;
+  t.exclusive = c.exclusive;
+  if (c.exclusive) {
+    t.kid_ptr.assign(size_t(d) + 1, 0);
+    for (int64_t f = 0; f < d; ++f)
+      if (c.parent[f] >= 0) ++t.kid_ptr[c.parent[f] + 1];
+    for (int64_t f = 0; f < d; ++f) t.kid_ptr[f + 1] += t.kid_ptr[f];
+    t.kids.resize(size_t(t.kid_ptr[d]));
+    t.rank.assign(size_t(d), 0);
+    context.assign(size_t(d), 0);
+    std::vector<int64_t> at(t.kid_ptr.begin(), t.kid_ptr.end() - 1);
+    for (int64_t f = 0; f < d; ++f) {
+      const int32_t p = c.parent[f];
+      if (p < 0) continue;
+      t.rank[f] = int32_t(at[p] - t.kid_ptr[p]);
+      t.kids[at[p]++] = int32_t(f);
+      context[f] = c.active[p];
+    }
+    for (int64_t p = 0; p < d; ++p) {
+      int64_t left = c.active[p];
+      for (int64_t i = t.kid_ptr[p]; i < t.kid_ptr[p + 1]; ++i) {
+        const int32_t f = t.kids[i];
+        context[f] = left;
+        MDLSAE_CHECK_DATA(c.on[f] >= 0 && c.on[f] <= left, "feature ", f, ": its co-activity with its parent exceeds the "
+                          "parent's rows left by its earlier siblings (siblings are coded as exclusive)");
+        left -= c.on[f];
+      }
+    }
+  }
+
   t.main.resize(size_t(d));
   // off models exist only for children: a flat model of a wide SAE does not hold d unused ones
   const bool any_child = std::any_of(c.parent.begin(), c.parent.end(), [](int32_t p) { return p >= 0; });
@@ -178,7 +209,7 @@ CodecTables build_tables(const Counts& c) {
       const int64_t np = c.active[p], on = c.on[f];
       MDLSAE_CHECK_DATA(on >= 0 && on <= n && on <= np && n - on <= int64_t(c.n_rows) - np,
                         "feature ", f, ": co-activity with its parent is inconsistent");
-      t.main[f] = make_gap_model(uint64_t(on), uint64_t(np), c.m_main[f]);
+      t.main[f] = make_gap_model(uint64_t(on), uint64_t(c.exclusive ? context[f] : np), c.m_main[f]);
       t.off[f] = make_gap_model(uint64_t(n - on), c.n_rows - uint64_t(np), c.m_off[f]);
     }
   }

@@ -76,6 +76,11 @@ struct TablesView {
   const int32_t* sym;
   const uint32_t* start;
   const uint32_t* freq;
+  // Exclusive siblings (CodecTables::exclusive), else nullptr: the children of p are
+  // kids[kid_ptr[p], kid_ptr[p + 1]) by increasing index, child f at rank[f] among them.
+  const int64_t* kid_ptr = nullptr;
+  const int32_t* kids = nullptr;
+  const int32_t* rank = nullptr;
 };
 
 // EncoderTables as flat arrays.
@@ -152,7 +157,14 @@ struct CodecTables {
   uint64_t n_rows = 0;
   std::vector<int32_t> parent;  // -1 for roots
   std::vector<int32_t> order;   // coding order: roots first, then by depth (stable by index)
-  std::vector<GapModel> main;   // roots: over all rows; children: over the parent's active rows
+  // Siblings exclusive (no two children of a parent active in one of its rows, as a strict tree
+  // SAE's codes): a child's main sequence runs over its context, the parent's active rows that
+  // no earlier sibling (lower index) holds, so "which child, if any" costs what one categorical
+  // choice would. kid_ptr, kids, rank: see TablesView.
+  bool exclusive = false;
+  std::vector<int64_t> kid_ptr;
+  std::vector<int32_t> kids, rank;
+  std::vector<GapModel> main;   // roots: over all rows; children: over their context (the parent's active rows)
   std::vector<GapModel> off;    // children: over the parent's inactive rows (empty without children)
   // Value model of feature f: symbols sym[vptr[f]..vptr[f+1]) (increasing q), their interval
   // [start, start + freq) out of 2^28.
@@ -162,7 +174,8 @@ struct CodecTables {
 
   TablesView view() const {
     return {d_sae, parent.data(), order.data(), main.data(), off.empty() ? nullptr : off.data(),
-            vptr.data(), sym.data(), start.data(), freq.data()};
+            vptr.data(), sym.data(), start.data(), freq.data(), exclusive ? kid_ptr.data() : nullptr,
+            exclusive ? kids.data() : nullptr, exclusive ? rank.data() : nullptr};
   }
 };
 
@@ -231,6 +244,7 @@ DecoderTables build_decoder_tables(const CodecTables& t);
 // are both active; ignored for roots), m_main[f], m_off[f], and the CSR value histogram.
 struct Counts {
   uint64_t n_rows = 0;
+  bool exclusive = false;  // CodecTables::exclusive (stored in the file's header, not in these bytes)
   std::vector<int32_t> parent;
   std::vector<int64_t> active, on;
   std::vector<int32_t> m_main, m_off;

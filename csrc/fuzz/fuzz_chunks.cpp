@@ -26,7 +26,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   codec::CodecTables t;
   codec::DecoderTables dt;
   try {
-    t = codec::build_tables(codec::unpack_counts(m.blob, m.blob_len, int64_t(m.d_sae), m.n_rows, m.has_parents & 1));
+    codec::Counts c = codec::unpack_counts(m.blob, m.blob_len, int64_t(m.d_sae), m.n_rows, m.has_parents & 1);
+    c.exclusive = m.has_parents & 2;
+    t = codec::build_tables(c);
     dt = codec::build_decoder_tables(t);
   } catch (const std::exception&) {
     return 0;  // fuzz_model covers the tables

@@ -29,7 +29,7 @@ struct Input {
   }
 };
 
-// Model prefix: u32 d_sae | u64 n_rows | u8 has_parents | u32 blob_len | blob (pack_counts).
+// Model prefix: u32 d_sae | u64 n_rows | u8 has_parents (bit 0; bit 1: exclusive siblings) | u32 blob_len | blob (pack_counts).
 struct ModelPrefix {
   uint32_t d_sae = 0;
   uint64_t n_rows = 0;

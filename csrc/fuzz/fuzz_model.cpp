@@ -15,6 +15,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   codec::Counts c;
   try {
     c = codec::unpack_counts(m.blob, m.blob_len, int64_t(m.d_sae), m.n_rows, m.has_parents & 1);
+    c.exclusive = m.has_parents & 2;
     const codec::CodecTables t = codec::build_tables(c);
     codec::build_encoder_tables(t);
     codec::build_decoder_tables(t);

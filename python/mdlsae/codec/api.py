@@ -97,11 +97,16 @@ def build_model(stats: FeatureStats) -> "_C.Model":
         child = parent >= 0
         n_par = np.where(child, stats.active[np.maximum(parent, 0)], n)
         on = np.where(child, stats.active_with_parent, 0).astype(np.int64)
-        main_n, main_total = np.where(child, on, stats.active), n_par
+        main_n, main_total = np.where(child, on, stats.active), np.where(child, stats.context_rows(), n)
+        over = np.flatnonzero(child & (on > main_total))
+        expect(not len(over), f"feature {over[0] if len(over) else 0} and an earlier sibling are active in the same "
+                              "rows of their parent, but siblings are coded as exclusive (only a strict tree SAE's "
+                              "own forest, whose rule fires at most one child per parent, is)")
         off_n, off_total = np.where(child, stats.active - on, 0), np.where(child, n - n_par, 1)
     m_main = _C.choose_gap_m(main_n.astype(np.int64), main_total.astype(np.int64))
     m_off = _C.choose_gap_m(off_n.astype(np.int64), np.maximum(off_total, 1).astype(np.int64))
-    return _C.Model(n, parent, stats.active, on, m_main, m_off, stats.hist_ptr, stats.hist_q, stats.hist_count)
+    return _C.Model(n, parent, stats.active, on, m_main, m_off, stats.hist_ptr, stats.hist_q, stats.hist_count,
+                    exclusive=bool(stats.exclusive and stats.parents is not None))
 
 
 def stats_from_model(model: "_C.Model") -> FeatureStats:
@@ -109,7 +114,7 @@ def stats_from_model(model: "_C.Model") -> FeatureStats:
     parents = c["parent"].astype(np.int64)
     has = bool((parents >= 0).any())
     return FeatureStats(int(model.n_rows), c["active"], c["hist_ptr"], c["hist_q"], c["hist_count"],
-                        parents if has else None, c["on"] if has else None)
+                        parents if has else None, c["on"] if has else None, bool(c["exclusive"]) and has)
 
 
 @dataclass
@@ -217,7 +222,8 @@ def encode(acts, sae: SAE, out: str | os.PathLike, step, parents=None, chunk_row
                 "architecture": sae.cfg.architecture, "k": sae.cfg.k, "sae_sha256": sae.content_hash(),
                 "compute_dtype": str(sae.compute_dtype).removeprefix("torch."),
                 "per_feature_steps": per_feature, "step": None if per_feature else float(st),
-                "has_parents": stats.parents is not None, "model_bytes": len(blob), "created": _created()}
+                "has_parents": stats.parents is not None, "exclusive_siblings": model.exclusive,
+                "model_bytes": len(blob), "created": _created()}
         coder = _device_coder(model, sae.W_enc.device, int(features_per_stream))
         l0 = float(stats.active.sum()) / max(n, 1)
         if sharded:
@@ -350,8 +356,9 @@ def _write_from_ranks(out, header: bytes, chunks: Iterator[tuple[bytes, int]], s
 
 
 def _device_coder(model, device: torch.device, features_per_stream: int) -> StreamCoder | None:
-    """The GPU coder for an SAE on a CUDA device, else None (the CPU chunk coder)."""
-    if device.type != "cuda":
+    """The GPU coder for an SAE on a CUDA device, else None (the CPU chunk coder, which alone
+    codes exclusive siblings so far)."""
+    if device.type != "cuda" or model.exclusive:
         return None
     coder = StreamCoder(model, device, features_per_stream)
     if coder.n_streams == 1:
@@ -377,8 +384,8 @@ def check_sae(f: MdlFile | MdlSet, sae: SAE) -> None:
 
 def decode_file(f: MdlFile | MdlSet, start: int = 0, stop: int | None = None, device=None) -> SparseCodes:
     """Codes of rows [start, stop) of an open file (or sharded output); only the chunks
-    covering them are read. On a CUDA ``device`` the GPU decoder (``streams``) decodes them; the
-    codes come back as numpy arrays either way."""
+    covering them are read. On a CUDA ``device`` the GPU decoder (``streams``) decodes them
+    (the CPU decoder those with exclusive siblings); the codes come back as numpy arrays either way."""
     stop = f.n_rows if stop is None else stop
     expect(0 <= start <= stop <= f.n_rows, f"row range [{start}, {stop}) is outside [0, {f.n_rows}]")
     if start == stop:
@@ -391,7 +398,7 @@ def decode_file(f: MdlFile | MdlSet, start: int = 0, stop: int | None = None, de
     payloads = [f.read_chunk(i) for i in range(c0, c1)]
     rows = [f.chunks[i].rows for i in range(c0, c1)]
     fps = int(f.meta["features_per_stream"])
-    if device is not None and torch.device(device).type == "cuda":
+    if device is not None and torch.device(device).type == "cuda" and not f.model.exclusive:
         try:
             row_ptr, index, q = (t.cpu().numpy() for t in StreamCoder(f.model, device, fps).decode(payloads, rows))
         except MdlsaeError as e:

@@ -34,7 +34,8 @@ from ..errors import MdlsaeError, expect
 MAGIC = b"\x89MDL\r\n\x1a\n"
 # 2: chunk streams carry two interleaved rANS lanes that start from state 1, and no stream count
 # 3: four lanes; a gap's whole-block decisions coded as a few multi-bit symbols
-VERSION = 3
+# 4: exclusive siblings (a strict tree SAE's children coded over their context), the header's exclusive_siblings
+VERSION = 4
 _PREAMBLE = struct.Struct("<8sHHIQ")
 _ENTRY = struct.Struct("<QIII")
 
@@ -66,6 +67,7 @@ _FIELDS = {
     "features_per_stream": _int(0, _MAX_D),
     "model_bytes": _int(0, 1 << 62),
     "has_parents": (lambda v: type(v) is bool, "true or false"),
+    "exclusive_siblings": (lambda v: type(v) is bool, "true or false"),
     "per_feature_steps": (lambda v: type(v) is bool, "true or false"),
     "step": (lambda v: v is None or _positive_float(v), "null or a positive finite number"),
 }
@@ -223,7 +225,7 @@ class MdlFile:
                                 f"more than the file holds")
         try:  # a shard of a sharded output codes with the model of all its shards' rows
             self.model = _C.Model.unpack(header[4 + js_len:blob_end], d_sae, meta.get("model_rows", n_rows),
-                                         meta["has_parents"])
+                                         meta["has_parents"], meta["exclusive_siblings"])
         except (RuntimeError, ValueError) as e:
             raise self._damaged(f"model tables: {e}") from None
         if meta["per_feature_steps"]:

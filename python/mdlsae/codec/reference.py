@@ -164,9 +164,16 @@ def stream_symbols(codes, counts: dict, n_rows: int, features_per_stream: int = 
                 prow = rows[p]
                 at = [bisect_left(prow, r) for r in rows[f]]
                 with_parent = [a < len(prow) and prow[a] == r for a, r in zip(at, rows[f])]
-                on_pos = [a for a, w in zip(at, with_parent) if w]
                 off_pos = [r - a for a, r, w in zip(at, rows[f], with_parent) if not w]
-                gaps = gap_symbols(on_pos, len(prow), gap_model(int(on[f]), int(active[p]), int(counts["m_main"][f])))
+                # the main sequence's rows: the parent's, less its earlier siblings' with exclusive siblings
+                earlier = [s for s in range(f) if parent[s] == p] if counts["exclusive"] else []
+                taken = {r for s in earlier for r in rows[s]}
+                context = [r for r in prow if r not in taken]
+                assert not taken & set(rows[f]), f"feature {f} shares a parent row with an earlier sibling"
+                total = int(active[p]) - sum(int(on[s]) for s in earlier)
+                where = {r: i for i, r in enumerate(context)}
+                on_pos = [where[r] for r in rows[f] if r in where]
+                gaps = gap_symbols(on_pos, len(context), gap_model(int(on[f]), total, int(counts["m_main"][f])))
                 gaps += gap_symbols(off_pos, codes.n_rows - len(prow),
                                     gap_model(int(active[f] - on[f]), n_rows - int(active[p]), int(counts["m_off"][f])))
             out += [("gap", start, freq) for start, freq in gaps]

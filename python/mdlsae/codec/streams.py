@@ -45,6 +45,8 @@ class StreamCoder:
         if self.device.type == "cuda":
             expect(_C_cuda is not None, "this mdlsae was built without CUDA: encode on the CPU or reinstall "
                                         "with a CUDA toolkit present")
+        expect(not model.exclusive, "the stream coder does not code exclusive siblings (a strict tree SAE's own "
+                                    "forest) yet: code them with the CPU chunk coder")
         self.backend = _C_cuda if self.device.type == "cuda" else _C.flat
         flat = model.flat_tables()
         self.d_sae = int(flat.pop("d_sae"))

@@ -144,7 +144,8 @@ def scan(acts, sae: SAE, step, parents=None, batch_rows: int | None = None,
     their reconstruction (left empty with ``error=False``: a caller that only codes saves the
     decoder pass, ~5 % of encode). ``on_codes(codes)`` sees every batch's codes, in row order. Batches
     hold ``batch_rows`` rows, by default as many as the memory budget allows (mdlsae.budget).
-    ``parents`` defaults to the SAE's own forest (a tree SAE's), if it has one. An SAE on a CUDA
+    ``parents`` defaults to the SAE's own forest (a tree SAE's), if it has one, whose siblings
+    are then coded as exclusive (FeatureStats.exclusive). An SAE on a CUDA
     device encodes there: each batch goes to the device once, the GEMM and the fused select
     kernel run there and only its compact codes and histogram counts come back.
 
@@ -181,8 +182,10 @@ def scan(acts, sae: SAE, step, parents=None, batch_rows: int | None = None,
             bar.update(x.shape[0])
     bar.close()
     ptr, q, count = hist.to_csr()
+    # a strict tree SAE's own forest: its rule lets at most one child of a parent fire in a row
+    exclusive = tree is not None and np.array_equal(parents, tree)
     stats = FeatureStats(stop - start, hist.active_counts(), ptr, q, count, parents,
-                         with_parent if parents is not None else None)
+                         with_parent if parents is not None else None, exclusive)
     return stats.summed_over_ranks(), err.summed_over_ranks()
 
 

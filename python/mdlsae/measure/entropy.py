@@ -2,8 +2,10 @@
 
 ``H_i = h(p_i) + p_i * H(pi_i)`` bits per row, with p_i the firing rate and pi_i the empirical
 distribution of the quantized value given active; the DL estimate is ``N * sum_i H_i``. With a
-parents array, a child's activity is coded conditioned on its parent's activity. All functions
-are vectorised over features (no Python loop over features).
+parents array, a child's activity is coded conditioned on its parent's activity; with exclusive
+siblings (a strict tree SAE's own forest), over its *context* only: the parent's active rows that
+no earlier sibling (lower index) holds, where the child's activity is the rest of a "which child,
+if any" choice. All functions are vectorised over features (no Python loop over features).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class FeatureStats:
     hist_count: np.ndarray
     parents: np.ndarray | None = None
     active_with_parent: np.ndarray | None = None  # int64 [d]: active while parent active
+    exclusive: bool = False  # siblings never active in one of their parent's rows (see context_rows)
 
     @property
     def d_sae(self) -> int:
@@ -71,6 +74,25 @@ class FeatureStats:
     def value_bits(self) -> np.ndarray:
         """H(pi_i) per feature."""
         return value_entropy(self.hist_ptr, self.hist_count)
+
+    def context_rows(self) -> np.ndarray:
+        """int64 [d]: the rows over which each child's activity given its parent is coded: its
+        parent's active rows, less, with exclusive siblings, those its earlier siblings hold
+        (active_with_parent of the lower-indexed children of the same parent). 0 for roots."""
+        par = self.parents
+        child = par >= 0
+        n_par = np.where(child, self.active[np.maximum(par, 0)], 0).astype(np.int64)
+        if not self.exclusive:
+            return n_par
+        on = np.where(child, self.active_with_parent, 0).astype(np.int64)
+        kids = np.flatnonzero(child)
+        kids = kids[np.argsort(par[kids], kind="stable")]  # by parent, then index
+        run = np.cumsum(on[kids]) - on[kids]  # earlier on counts, across parents
+        first = np.r_[True, par[kids][1:] != par[kids][:-1]]
+        before = run - np.maximum.accumulate(np.where(first, run, 0))
+        out = n_par.copy()
+        out[kids] -= before
+        return out
 
     def bits_per_row(self, conditional: bool = True) -> np.ndarray:
         """H_i per feature in bits per row (conditional on parents when they are given)."""
@@ -82,11 +104,12 @@ class FeatureStats:
         par = self.parents
         root = par < 0
         n_par = np.where(root, 0, self.active[np.maximum(par, 0)])
+        ctx = self.context_rows()
         on = np.where(root, 0, self.active_with_parent)
         off = self.active - on
-        p_on = np.divide(on, n_par, out=np.zeros(len(par)), where=n_par > 0)
+        p_on = np.divide(on, ctx, out=np.zeros(len(par)), where=ctx > 0)
         p_off = np.divide(off, n - n_par, out=np.zeros(len(par)), where=(n - n_par) > 0)
-        cond = (n_par / n) * binary_entropy(p_on) + ((n - n_par) / n) * binary_entropy(p_off)
+        cond = (ctx / n) * binary_entropy(p_on) + ((n - n_par) / n) * binary_entropy(p_off)
         return np.where(root, binary_entropy(p), cond) + values
 
     def estimate_bits(self, conditional: bool = True) -> float:
@@ -112,7 +135,7 @@ class FeatureStats:
         ptr = np.searchsorted(key >> 32, np.arange(d + 1)).astype(np.int64)
         both = None if self.active_with_parent is None else distributed.sum_int(self.active_with_parent)
         return FeatureStats(int(distributed.sum_int([self.n_rows])[0]), distributed.sum_int(self.active), ptr,
-                            (key & 0xFFFFFFFF).astype(self.hist_q.dtype), count, self.parents, both)
+                            (key & 0xFFFFFFFF).astype(self.hist_q.dtype), count, self.parents, both, self.exclusive)
 
 
 def value_bits_fixed(max_q: int) -> int:

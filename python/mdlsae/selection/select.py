@@ -111,7 +111,8 @@ def evaluate_sae(acts, sae: SAE, tolerance: float, metric: Metric = "mse", per_f
     if parents == "auto" or sae.cfg.parents is not None:  # found on the codes, or the tree SAE's own
         codes = ev.latents.codes(ev.latents.quantize_values(final.step))
         forest = forest_of_codes(codes) if parents == "auto" else forest_given(codes, sae.cfg.parents)
-        stats = dataclasses.replace(stats, parents=forest.parents, active_with_parent=forest.both)
+        stats = dataclasses.replace(stats, parents=forest.parents, active_with_parent=forest.both,
+                                    exclusive=parents != "auto")  # a strict tree's own siblings never co-fire
     rep = report(stats, final.err, final.step, sae.d_in, name)
     two = TwoPartDL.of(stats, sae.d_in, alloc is not None and not alloc.fallback, decoder_precision,
                        forest.model_bits if forest is not None else 0)
