@@ -2,10 +2,11 @@
 must-show 1): the best flat TopK SAE with its discovered forest beside the *oracle* tree (started
 at the planted directions and forest), each at its effective global step for ε = FVU 0.10 on
 the 20,000 held-out rows. The DL estimate split into activity bits (conditional on the forest)
-and value bits, with L0; and the activity bits of a code the codec does not have: siblings
-coded as exclusive (child j over the rows where its parent fires and no earlier sibling does,
-the chain rule of "which child, if any" per parent), which a strict tree with at most one child
-per parent would allow. Then the oracle tree with a post-hoc threshold θ on its children (a
+and value bits, with L0; the activity bits counted here row by row with siblings coded
+independently and as exclusive (child j over the rows where its parent fires and no earlier
+sibling does, the chain rule of "which child, if any" per parent), which is how the codec codes
+a strict tree SAE's own forest since format version 4 (so a tree's DL column includes it, and
+this count checks it). Then the oracle tree with a post-hoc threshold θ on its children (a
 child is a candidate only when its pre-activation exceeds θ, as in a JumpReLU; no retraining),
 DL at its own effective step: does silencing the spurious children pay? And the oracle
 ``batchtree`` (k8, k10: a batch budget instead of k roots) split the same way.
@@ -91,7 +92,8 @@ def thresholded(sae, x: np.ndarray, theta: float) -> dict:
         codes = select_quantize(pre, k=k, step=step, hist=hist, parents=tree)
         err = ErrorStats(sae.d_in)
         err.add(xt, codes.reconstruct(step, sae.W_dec.detach(), sae.b_dec.detach()))
-        stats = FeatureStats(codes.n_rows, hist.active_counts(), *hist.to_csr(), tree, parent_cooccurrence(codes, tree))
+        stats = FeatureStats(codes.n_rows, hist.active_counts(), *hist.to_csr(), tree, parent_cooccurrence(codes, tree),
+                             exclusive=True)
         return err.fvu, stats.estimate_bits() / codes.n_rows, codes.nnz / codes.n_rows
 
     lo, hi = 1e-3, 10.0

@@ -123,7 +123,13 @@ std::vector<uint8_t> encode_chunk(const TablesView& t, const EncoderView& e, boo
   const int64_t per = fps <= 0 ? d : fps;
   std::vector<uint8_t> out(4 * size_t(n_streams - 1), 0);
   Buffer<int32_t> on(any_child ? col.row.size() : 0), off(on.size());
-  if (t.kid_ptr) check_stream(place_siblings(t, cv, on.data(), off.data()));
+  std::vector<int64_t> place;
+  if (t.kid_ptr) {
+    std::vector<int32_t> taken(col.row.size(), 0);
+    std::vector<int64_t> held(size_t(d), 0);
+    place.resize(2 * size_t(d));
+    check_stream(place_siblings(t, cv, on.data(), off.data(), taken.data(), held.data(), place.data()));
+  }
   std::vector<uint32_t> words(col.row.size() + 64);
   std::vector<QueueEntry> queue(size_t(kQueueDrain) + 64);
   Growing<uint32_t> room{words};
@@ -132,7 +138,8 @@ std::vector<uint8_t> encode_chunk(const TablesView& t, const EncoderView& e, boo
     RansEncoder enc{words.data()};
     SymbolQueue sq{queue.data()};
     for (int64_t oi = std::min(d, (s + 1) * per) - 1; oi >= s * per; --oi) {  // reverse coding order
-      check_stream(encode_stream(sq, queue_room, t, e, cv, oi, oi + 1, on.data(), off.data()));
+      check_stream(encode_stream(sq, queue_room, t, e, cv, oi, oi + 1, on.data(), off.data(),
+                                 place.empty() ? nullptr : place.data()));
       if (sq.out - queue.data() >= kQueueDrain) {
         drain(enc, room, queue.data(), sq.out);
         sq.out = queue.data();
@@ -177,9 +184,9 @@ ChunkColumns decode_chunk(const TablesView& t, const DecoderView& dt, int64_t ro
   c.row.reserve(std::min(size, size_t(rows) * size_t(d)));
   c.qv.reserve(c.row.capacity());
   Buffer<int32_t> on(static_cast<size_t>(rows)), off(static_cast<size_t>(rows));  // room for any sequence
-  // exclusive siblings: each child's context positions (its on rows), kept for its later siblings
-  std::vector<int32_t> placed;
-  std::vector<int64_t> placed_at(t.kid_ptr ? size_t(d) : 0), n_placed(placed_at.size());
+  // exclusive siblings: per parent, the rows its decoded children hold (see TakenRows)
+  std::vector<int32_t> taken;
+  std::vector<int64_t> held(t.kid_ptr ? size_t(d) : 0, 0);
   for (int32_t s = 0; s < n_streams; ++s) {
     const uint64_t nw = s + 1 < n_streams ? get_u32(data + 4 * size_t(s)) : (size - at) / 4;
     MDLSAE_CHECK_DATA(nw >= kStateWords && nw <= (size - at) / 4, "stream ", s, " of a chunk overruns the chunk");
@@ -197,16 +204,14 @@ ChunkColumns decode_chunk(const TablesView& t, const DecoderView& dt, int64_t ro
         c.row.insert(c.row.end(), on.data(), on.data() + n);
       } else if (t.kid_ptr) {
         const int64_t np = c.cnt[p];
-        int64_t context = np;
-        for (int32_t r = 0; r < t.rank[f]; ++r) context -= n_placed[t.kids[t.kid_ptr[p] + r]];
-        const int64_t n_on = get_gaps(dec, on.data(), context, t.main[f], dt.gap_groups_of(f, 0));
-        placed_at[f] = int64_t(placed.size());
-        n_placed[f] = n_on;
-        placed.insert(placed.end(), on.data(), on.data() + n_on);
-        for (int32_t r = t.rank[f] - 1; r >= 0; --r) {  // back to positions among the parent's rows
-          const int32_t s = t.kids[t.kid_ptr[p] + r];
-          skip_taken(on.data(), n_on, placed.data() + placed_at[s], n_placed[s]);
+        const int64_t n_on = get_gaps(dec, on.data(), np - held[p], t.main[f], dt.gap_groups_of(f, 0));
+        if (taken.size() < c.row.size()) taken.resize(c.row.size(), 0);  // the parent's part zeroed
+        TakenRows tr{taken.data() + c.beg[p], np};
+        for (int64_t i = 0; i < n_on; ++i) {  // back to positions among the parent's rows
+          on[i] = int32_t(tr.free_row(on[i] - i));  // its own i rows, taken below, no longer free
+          tr.take(on[i]);
         }
+        held[p] += n_on;
         const int64_t n_off = get_gaps(dec, off.data(), rows - np, t.off[f], dt.gap_groups_of(f, 1));
         append_child_rows(c.row, c.beg[p], np, on.data(), n_on, off.data(), n_off);
       } else {

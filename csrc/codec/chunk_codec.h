@@ -45,8 +45,8 @@ inline void check_stream(const StreamStatus& st) {
                    " is active in this chunk but its model says never");
   MDLSAE_CHECK_ARG(st.error != StreamStatus::kValueNotInTable, "value ", st.value, " of feature ", st.feature,
                    " is not in its value table");
-  MDLSAE_CHECK_ARG(st.error != StreamStatus::kSiblingsOverlap, "features ", st.value, " and ", st.feature,
-                   " (children of one parent) are active in one row of their parent, but the model codes siblings "
+  MDLSAE_CHECK_ARG(st.error != StreamStatus::kSiblingsOverlap, "feature ", st.feature,
+                   " is active in a row of its parent that an earlier sibling holds, but the model codes siblings "
                    "as exclusive (a strict tree SAE's codes never do that)");
   MDLSAE_CHECK_DATA(st.error != StreamStatus::kBadFraming, "stream ", st.feature, " of a chunk overruns the chunk");
   MDLSAE_CHECK_DATA(st.error != StreamStatus::kDamagedValues, "chunk payload is damaged (values of feature ",
