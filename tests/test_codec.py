@@ -209,15 +209,6 @@ def test_exclusive_siblings_damage_is_an_error_not_a_crash():
         assert back.n_rows == 400  # decoded cleanly: a valid (other) chunk of these rows
 
 
-def test_stream_coder_leaves_exclusive_siblings_to_the_cpu_coder():
-    from mdlsae.codec.streams import StreamCoder
-    parents = np.array([-1, 0, 0])
-    codes = exclusive_codes(np.random.default_rng(1), 50, 3, parents)
-    _, _, model = round_trip(codes, parents, 50, exclusive=True)
-    with pytest.raises(MdlsaeError, match="does not code exclusive siblings"):
-        StreamCoder(model, "cpu")
-
-
 def test_old_format_version_refused(tmp_path):
     sae = make_sae("topk")
     encode(torch.randn(20, 16), sae, tmp_path / "a.mdl", step=0.1)

@@ -5,6 +5,8 @@ GPU is present (the tests say why they skip otherwise)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -15,14 +17,14 @@ from mdlsae._native import _C, _C_cuda
 from mdlsae.codec import build_model, encode
 from mdlsae.codec.streams import StreamCoder
 from mdlsae.measure.codes import SparseCodes
-from test_codec import random_codes, random_forest, stats_of
+from test_codec import exclusive_codes, random_codes, random_forest, stats_of
 from test_cuda_select_quantize import gpu
 
 
-def both(codes, parents, chunk_rows, fps, device="cpu"):
+def both(codes, parents, chunk_rows, fps, device="cpu", exclusive=False):
     """(CPU chunk coder payloads, stream coder payloads) of the same codes and model; the stream
     coder's decode of the payloads is checked to give the codes back."""
-    model = build_model(stats_of(codes, parents))
+    model = build_model(dataclasses.replace(stats_of(codes, parents), exclusive=exclusive))
     cpu = _C.encode_chunks(model, codes.row_ptr, codes.index, codes.q, chunk_rows, fps)
     t = [torch.from_numpy(a) for a in (codes.row_ptr, codes.index, codes.q)]
     coder = StreamCoder(model, device, fps)
@@ -53,6 +55,35 @@ def test_host_driver_gives_the_cpu_coders_bytes_and_codes_on_random_cases():
     assert multi >= 30  # several chunks and several feature streams, not only trivial layouts
 
 
+def exclusive_case(rng):
+    n, d = int(rng.integers(0, 300)), int(rng.integers(2, 40))
+    parents = random_forest(rng, d)
+    return exclusive_codes(rng, n, d, parents), parents, int(rng.integers(1, 90)), int(rng.integers(0, d + 1))
+
+
+def test_host_driver_codes_exclusive_siblings_as_the_cpu_coder():
+    # Children placed in their contexts per chunk, then decoded one (depth, rank) level at a time
+    # across feature streams: the CPU chunk coder's bytes and the codes back.
+    rng = np.random.default_rng(17)
+    multi = 0
+    for case in range(60):
+        codes, parents, chunk, fps = exclusive_case(rng)
+        cpu, flat = both(codes, parents, chunk, fps, exclusive=True)
+        assert flat == cpu, f"case {case}: n={codes.n_rows} d={codes.d_sae} chunk={chunk} fps={fps}"
+        multi += len(cpu) > 1 and 0 < fps < codes.d_sae
+    assert multi >= 15
+
+
+def test_host_driver_refuses_siblings_together():
+    parents = np.array([-1, 0, 0])
+    two = SparseCodes(np.array([0, 2, 4]), np.array([0, 1, 0, 2], np.int32), np.ones(4, np.int32), 3)
+    model = build_model(dataclasses.replace(stats_of(two, parents), exclusive=True))
+    coder = StreamCoder(model, "cpu")
+    t = [torch.tensor([0, 3, 4]), torch.tensor([0, 1, 2, 0], dtype=torch.int32), torch.ones(4, dtype=torch.int32)]
+    with pytest.raises(MdlsaeError, match="feature 2 is active in a row of its parent that an earlier sibling holds"):
+        coder.encode(*t, chunk_rows=16)
+
+
 @pytest.mark.parametrize("with_parents", [False, True])
 def test_host_driver_long_gaps(with_parents):
     """Rare features over many rows: large m, long runs of "continue" and partial blocks."""
@@ -70,14 +101,14 @@ def test_host_driver_long_gaps(with_parents):
         assert flat == cpu
 
 
-@pytest.mark.parametrize("fps", [0, 3])
-def test_host_decoder_fails_where_the_cpu_decoder_does(fps):
+@pytest.mark.parametrize("fps,exclusive", [(0, False), (3, False), (3, True)])
+def test_host_decoder_fails_where_the_cpu_decoder_does(fps, exclusive):
     """Damaged payloads (bit flips, truncation, an extra word) below the container's checksums:
     an MdlsaeError wherever the CPU decoder raises, and its codes wherever it does not."""
     rng = np.random.default_rng(3)
     parents = random_forest(rng, 20)
-    codes = random_codes(rng, 400, 20, parents)
-    model = build_model(stats_of(codes, parents))
+    codes = (exclusive_codes if exclusive else random_codes)(rng, 400, 20, parents)
+    model = build_model(dataclasses.replace(stats_of(codes, parents), exclusive=exclusive))
     payloads = _C.encode_chunks(model, codes.row_ptr, codes.index, codes.q, 150, fps)
     coder, rows = StreamCoder(model, "cpu", fps), [150, 150, 100]
     detected = 0
@@ -134,11 +165,13 @@ def test_cuda_coder_is_built_with_the_host_builds_interface():
     coder = StreamCoder(build_model(stats_of(codes)), "cpu")
     args = {k: 0 for k in coder.tables} | dict(d_sae=4, n_chunks=0, chunk_rows=1, total_rows=0, n_streams=1,
                                                per=4, col_ptr=0, col_row=0, col_q=0, scratch_on=0, scratch_off=0)
-    args |= {k: 0 for k in ("data", "chunk_off", "level_start", "count")}
+    args |= {k: 0 for k in ("data", "chunk_off", "level_start", "count", "taken", "held", "place")}
+    args["exclusive"] = False
     for m in (_C.flat, _C_cuda):
         m.stream_bounds(args, bound=0)
         m.encode_streams(args, word_off=0, words=0, states=0, n_words=0, status=0)
         m.write_streams(args, word_off=0, words=0, states=0, n_words=0, byte_off=0, out=0)
+        m.place_siblings(args, status=0)
         m.decode_begin(args, states=0)
         m.decode_level(args, level=0, write=True, states=0)
         m.decode_end(args, states=0, status=0)
@@ -152,6 +185,10 @@ def test_gpu_coder_gives_the_cpu_coders_bytes_and_codes_on_random_cases():
         codes, parents, chunk, fps = random_case(rng, case)
         cpu, dev = both(codes, parents, chunk, fps, device="cuda")
         assert dev == cpu, f"case {case}"
+    for case in range(60):
+        codes, parents, chunk, fps = exclusive_case(rng)
+        cpu, dev = both(codes, parents, chunk, fps, device="cuda", exclusive=True)
+        assert dev == cpu, f"exclusive case {case}"
 
 
 def exact_sae(arch: str):

@@ -43,11 +43,17 @@ void read_columns(const py::dict& d, Args& a) {
 }
 
 inline codec::TablesView tables_view(const py::dict& d) {
-  return {d["d_sae"].cast<int64_t>(),           address_of<const int32_t>(d, "parent"),
-          address_of<const int32_t>(d, "order"), address_of<const codec::GapModel>(d, "main"),
-          address_of<const codec::GapModel>(d, "off"), address_of<const int64_t>(d, "vptr"),
-          address_of<const int32_t>(d, "sym"),   address_of<const uint32_t>(d, "start"),
-          address_of<const uint32_t>(d, "freq")};
+  codec::TablesView t{d["d_sae"].cast<int64_t>(),           address_of<const int32_t>(d, "parent"),
+                      address_of<const int32_t>(d, "order"), address_of<const codec::GapModel>(d, "main"),
+                      address_of<const codec::GapModel>(d, "off"), address_of<const int64_t>(d, "vptr"),
+                      address_of<const int32_t>(d, "sym"),   address_of<const uint32_t>(d, "start"),
+                      address_of<const uint32_t>(d, "freq")};
+  if (d["exclusive"].cast<bool>()) {
+    t.kid_ptr = address_of<const int64_t>(d, "kid_ptr");
+    t.kids = address_of<const int32_t>(d, "kids");
+    t.rank = address_of<const int32_t>(d, "rank");
+  }
+  return t;
 }
 
 inline codec::FlatEncodeArgs flat_encode_args(const py::dict& d) {
@@ -59,6 +65,9 @@ inline codec::FlatEncodeArgs flat_encode_args(const py::dict& d) {
          address_of<const int32_t>(d, "q_lo"),     address_of<const int32_t>(d, "qmap"),
          address_of<const int64_t>(d, "q_span")};
   read_columns(d, a);
+  a.taken = address_of<int32_t>(d, "taken");
+  a.held = address_of<int64_t>(d, "held");
+  a.place = address_of<int64_t>(d, "place");
   return a;
 }
 
@@ -73,6 +82,8 @@ inline codec::FlatDecodeArgs flat_decode_args(const py::dict& d) {
   a.chunk_off = address_of<const int64_t>(d, "chunk_off");
   a.level_start = address_of<const int64_t>(d, "level_start");
   a.count = address_of<int64_t>(d, "count");
+  a.held = address_of<int64_t>(d, "held");
+  a.taken = address_of<int32_t>(d, "taken");
   read_columns(d, a);
   return a;
 }
@@ -83,6 +94,14 @@ template <class Backend>
 void def_flat_coder(py::module_& m) {
   using A = uintptr_t;
   m.attr("decode_state_bytes") = sizeof(codec::DecodeState);
+  m.def(
+      "place_siblings",
+      [](const py::dict& args, A status, A stream) {
+        const auto a = flat_encode_args(args);
+        py::gil_scoped_release nogil;
+        Backend::place(a, reinterpret_cast<codec::StreamStatus*>(status), stream);
+      },
+      py::arg("args"), py::arg("status"), py::arg("stream") = 0);
   m.def(
       "stream_bounds",
       [](const py::dict& args, A bound, A stream) {

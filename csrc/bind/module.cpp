@@ -87,6 +87,9 @@ const T* feature_vector(const std::optional<py::array_t<T, py::array::c_style | 
 
 // The host build of the device coder's steps (codec/flat_codec.h), for bind::def_flat_coder.
 struct HostFlatCoder {
+  static void place(const codec::FlatEncodeArgs& a, codec::StreamStatus* status, uintptr_t) {
+    codec::flat_place_siblings_all(a, status);
+  }
   static void bounds(const codec::FlatEncodeArgs& a, int64_t* bound, uintptr_t) { codec::flat_stream_bounds(a, bound); }
   static void encode(const codec::FlatEncodeArgs& a, const int64_t* word_off, uint32_t* words, uint32_t* states,
                      int64_t* n_words, codec::StreamStatus* status, uintptr_t) {
@@ -269,7 +272,11 @@ PYBIND11_MODULE(_C, m) {
              };
              py::dict d;
              d["d_sae"] = t.d_sae;
+             d["exclusive"] = t.exclusive;
              d["parent"] = to_numpy(std::vector<int32_t>(t.parent));
+             d["kid_ptr"] = to_numpy(std::vector<int64_t>(t.kid_ptr));
+             d["kids"] = to_numpy(std::vector<int32_t>(t.kids));
+             d["rank"] = to_numpy(std::vector<int32_t>(t.rank));
              d["order"] = to_numpy(std::vector<int32_t>(t.order));
              d["main"] = bytes_of(t.main);
              d["off"] = bytes_of(t.off);

@@ -29,6 +29,9 @@ struct CudaFlatCoder {
   using DA = mdlsae::codec::FlatDecodeArgs;
   using Status = mdlsae::codec::StreamStatus;
   using State = mdlsae::codec::DecodeState;
+  static void place(const EA& a, Status* status, uintptr_t s) {
+    mdlsae::cuda::flat_place_siblings_all(a, status, stream_of(s));
+  }
   static void bounds(const EA& a, int64_t* bound, uintptr_t s) { mdlsae::cuda::flat_stream_bounds(a, bound, stream_of(s)); }
   static void encode(const EA& a, const int64_t* word_off, uint32_t* words, uint32_t* states, int64_t* n_words,
                      Status* status, uintptr_t s) {

@@ -18,6 +18,12 @@ void for_streams(const FlatLayout& a, F&& f) {
 
 }  // namespace
 
+void flat_place_siblings_all(const FlatEncodeArgs& a, StreamStatus* status) {
+  parallel_ranges(a.n_chunks, workers_for(a.n_chunks, 1), [&](int, int64_t b, int64_t e) {
+    for (int64_t c = b; c < e; ++c) status[c] = flat_place_siblings(a, c);
+  });
+}
+
 void flat_stream_bounds(const FlatEncodeArgs& a, int64_t* bound) {
   for_streams(a, [&](int64_t i) { bound[i] = flat_stream_bound(a, i); });
 }

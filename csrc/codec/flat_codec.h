@@ -6,8 +6,11 @@
 //   3. flat_write_stream: each stream's bytes at its place in the chunks' payloads (scan of the
 //      sizes 2. found), its chunk's stream-length header included.
 // Decoding is two passes over the streams, each by depth level (a child's gaps run over its
-// parent's rows, decoded at the level before, maybe in another stream): one that counts each
+// parent's rows, decoded at the level before, maybe in another stream; with exclusive siblings
+// by (depth, rank) level, as its earlier siblings' rows come first): one that counts each
 // chunk's features, then, once the caller has laid out the columns, one that writes them.
+// Encoding exclusive siblings first places every chunk's children in their contexts
+// (flat_place_siblings, one work item per chunk).
 // Host/device code: the CUDA kernels (cuda/rans_codec.cu) run one thread per stream; the host
 // build (bound in _C) loops over the streams, so the CPU's tests check the very driver the GPU
 // runs against the CPU chunk coder, byte for byte.
@@ -46,9 +49,19 @@ struct FlatEncodeArgs : FlatLayout {
   const int32_t* col_q = nullptr;
   int32_t* on = nullptr;   // scratch parallel to col_row, for children (nullptr without parents)
   int32_t* off = nullptr;
+  // exclusive siblings (t.kid_ptr), else nullptr: place_siblings' scratch and results per chunk,
+  // taken parallel to col_row and held [n_chunks * d_sae] zeroed, place [n_chunks * 2 d_sae]
+  int32_t* taken = nullptr;
+  int64_t* held = nullptr;
+  int64_t* place = nullptr;
 
   MDLSAE_CODEC_HD ColumnsView columns(int64_t c) const { return {col_ptr + c * d_sae, col_row, col_q, rows(c)}; }
 };
+
+// Exclusive siblings, before encoding: chunk c's children placed in their contexts (place_siblings).
+MDLSAE_CODEC_HD StreamStatus flat_place_siblings(const FlatEncodeArgs& a, int64_t c) {
+  return place_siblings(a.t, a.columns(c), a.on, a.off, a.taken, a.held + c * a.d_sae, a.place + 2 * c * a.d_sae);
+}
 
 // The Room of a buffer sized beforehand by flat_stream_bound: nothing to do.
 struct PresizedWords {
@@ -65,7 +78,9 @@ MDLSAE_STREAM_HD inline StreamStatus flat_encode_stream(const FlatEncodeArgs& a,
                                                         uint32_t* states, int64_t* n_words) {
   RansEncoder enc{words};
   PresizedWords room;
-  const StreamStatus st = encode_stream(enc, room, a.t, a.e, a.columns(i / a.n_streams), a.lo(i), a.hi(i), a.on, a.off);
+  const int64_t c = i / a.n_streams;
+  const StreamStatus st = encode_stream(enc, room, a.t, a.e, a.columns(c), a.lo(i), a.hi(i), a.on, a.off,
+                                        a.place ? a.place + 2 * c * a.d_sae : nullptr);
   enc.flush(states);
   *n_words = enc.out - words;
   return st;
@@ -90,13 +105,17 @@ struct FlatDecodeArgs : FlatLayout {
   DecoderView dv;
   const uint8_t* data = nullptr;         // the chunks' payloads back to back (sizes multiples of 4)
   const int64_t* chunk_off = nullptr;    // [n_chunks + 1]: chunk c at data[chunk_off[c], chunk_off[c + 1])
-  const int64_t* level_start = nullptr;  // [levels + 1]: where each depth begins in coding order
+  const int64_t* level_start = nullptr;  // [levels + 1]: where each depth (and rank, when exclusive) begins in coding order
   int64_t* count = nullptr;              // [n_chunks * d_sae], zeroed: the counting pass's output
   const int64_t* col_ptr = nullptr;      // [n_chunks * d_sae + 1]: the writing pass's layout (scan of count)
   int32_t* col_row = nullptr;            // chunk-local rows, increasing within each (chunk, feature)
   int32_t* col_q = nullptr;
   int32_t* on = nullptr;                 // scratch parallel to col_row, for children
   int32_t* off = nullptr;
+  // exclusive siblings: held [n_chunks * d_sae], zeroed before each pass (the rows each parent's
+  // decoded children hold), and for the writing pass taken, parallel to col_row, zeroed (TakenRows)
+  int64_t* held = nullptr;
+  int32_t* taken = nullptr;
 };
 
 // A stream's decoder between the passes' level launches.
@@ -141,7 +160,26 @@ MDLSAE_STREAM_HD inline void flat_decode_level(const FlatDecodeArgs& a, int64_t 
     const int32_t f = a.t.order[oi], p = a.t.parent[f];
     const uint32_t* main_groups = a.dv.gap_groups_of(f, 0);
     int64_t n;
-    if (!write) {
+    if (p >= 0 && a.t.kid_ptr) {  // over the parent's rows its earlier siblings left (TakenRows)
+      int64_t* held = a.held + c * d;
+      const int64_t np = count[p], b = write ? ptr[f] : 0;
+      const int64_t n_on = write ? get_gaps(dec, a.on + b, np - held[p], a.t.main[f], main_groups)
+                                 : get_gaps(dec, Discard(), np - held[p], a.t.main[f], main_groups);
+      if (write) {
+        TakenRows tr{a.taken + ptr[p], np};
+        for (int64_t e = 0; e < n_on; ++e) {
+          a.on[b + e] = int32_t(tr.free_row(a.on[b + e] - e));
+          tr.take(a.on[b + e]);
+        }
+        const int64_t n_off = get_gaps(dec, a.off + b, rows - np, a.t.off[f], a.dv.gap_groups_of(f, 1));
+        merge_child_rows(a.col_row + ptr[p], np, a.on + b, n_on, a.off + b, n_off, a.col_row + b);
+        n = n_on + n_off;
+      } else {
+        n = n_on + get_gaps(dec, Discard(), rows - np, a.t.off[f], a.dv.gap_groups_of(f, 1));
+        count[f] = n;
+      }
+      held[p] += n_on;
+    } else if (!write) {
       n = p < 0 ? get_gaps(dec, Discard(), rows, a.t.main[f], main_groups)
                 : get_gaps(dec, Discard(), count[p], a.t.main[f], main_groups) +
                       get_gaps(dec, Discard(), rows - count[p], a.t.off[f], a.dv.gap_groups_of(f, 1));
@@ -179,6 +217,7 @@ MDLSAE_CODEC_HD void flat_decode_end(const FlatDecodeArgs& a, int64_t i, const D
 // [streams() + 1] (exclusive scan of bound), states [kStateWords * streams()], byte_off; for decoding,
 // st [streams()].
 void flat_stream_bounds(const FlatEncodeArgs& a, int64_t* bound);
+void flat_place_siblings_all(const FlatEncodeArgs& a, StreamStatus* status);  // status [n_chunks]
 void flat_encode_streams(const FlatEncodeArgs& a, const int64_t* word_off, uint32_t* words, uint32_t* states,
                          int64_t* n_words, StreamStatus* status);
 void flat_write_streams(const FlatEncodeArgs& a, const int64_t* word_off, const uint32_t* words,

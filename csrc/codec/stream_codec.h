@@ -273,7 +273,7 @@ MDLSAE_CODEC_HD int64_t stream_word_bound(const TablesView& t, const ColumnsView
 // Encodes the stream of features order[lo, hi) of a chunk into enc (words written forward from
 // enc.out, room made by `room`; Enc as in put_gaps_reverse). on, off: scratch at the columns'
 // positions (the entries of feature f at [col.ptr[f], col.ptr[f + 1])), used by children; with
-// exclusive siblings, as place_siblings left them with `place` (else nullptr).
+// exclusive siblings (t.kid_ptr), as place_siblings left them with `place`.
 template <class Enc, class Room>
 MDLSAE_STREAM_HD inline StreamStatus encode_stream(Enc& enc, Room& room, const TablesView& t,
                                                    const EncoderView& e, const ColumnsView& col, int64_t lo,
@@ -290,7 +290,7 @@ MDLSAE_STREAM_HD inline StreamStatus encode_stream(Enc& enc, Room& room, const T
     bool ok;
     if (p < 0) {
       ok = put_gaps_reverse(enc, room, col.row + b, n, col.rows, t.main[f], main_sym);
-    } else if (place) {
+    } else if (t.kid_ptr) {
       const int64_t np = col.ptr[p + 1] - col.ptr[p], n_on = place[2 * f];
       ok = put_gaps_reverse(enc, room, off + b, n - n_on, col.rows - np, t.off[f], e.gap_sym + e.gap_ptr[2 * f + 1]) &&
            put_gaps_reverse(enc, room, on + b, n_on, place[2 * f + 1], t.main[f], main_sym);

@@ -150,10 +150,6 @@ CodecTables build_tables(const Counts& c) {
     int32_t at = p < 0 ? -1 : depth[p];
     for (auto it = path.rbegin(); it != path.rend(); ++it) depth[*it] = ++at;
   }
-  t.order.resize(size_t(d));
-  for (int64_t f = 0; f < d; ++f) t.order[f] = int32_t(f);
-  std::stable_sort(t.order.begin(), t.order.end(), [&](int32_t a, int32_t b) { return depth[a] < depth[b]; });
-
   // Exclusive siblings: each child's context is its parent's rows less its earlier siblings' on rows
   std::vector<int64_t> context;
   t.exclusive = c.exclusive;
@@ -171,7 +167,6 @@ CodecTables build_tables(const Counts& c) {
       if (p < 0) continue;
       t.rank[f] = int32_t(at[p] - t.kid_ptr[p]);
       t.kids[at[p]++] = int32_t(f);
-      context[f] = c.active[p];
     }
     for (int64_t p = 0; p < d; ++p) {
       int64_t left = c.active[p];
@@ -184,6 +179,14 @@ CodecTables build_tables(const Counts& c) {
       }
     }
   }
+
+  // Coding order: by depth (a parent before its children), with exclusive siblings then by rank
+  // (earlier siblings first, so the device decodes one (depth, rank) level at a time), stable by index.
+  t.order.resize(size_t(d));
+  for (int64_t f = 0; f < d; ++f) t.order[f] = int32_t(f);
+  std::stable_sort(t.order.begin(), t.order.end(), [&](int32_t a, int32_t b) {
+    return depth[a] != depth[b] ? depth[a] < depth[b] : c.exclusive && t.rank[a] < t.rank[b];
+  });
 
   t.main.resize(size_t(d));
   // off models exist only for children: a flat model of a wide SAE does not hold d unused ones

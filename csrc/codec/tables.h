@@ -156,7 +156,7 @@ struct CodecTables {
   int64_t d_sae = 0;
   uint64_t n_rows = 0;
   std::vector<int32_t> parent;  // -1 for roots
-  std::vector<int32_t> order;   // coding order: roots first, then by depth (stable by index)
+  std::vector<int32_t> order;   // coding order: roots first, then by depth (and rank among siblings when exclusive; stable by index)
   // Siblings exclusive (no two children of a parent active in one of its rows, as a strict tree
   // SAE's codes): a child's main sequence runs over its context, the parent's active rows that
   // no earlier sibling (lower index) holds, so "which child, if any" costs what one categorical

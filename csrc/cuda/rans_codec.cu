@@ -9,6 +9,11 @@ namespace {
 
 constexpr int kThreads = 64;
 
+__global__ void place_kernel(FlatEncodeArgs a, StreamStatus* status) {
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c < a.n_chunks) status[c] = codec::flat_place_siblings(a, c);
+}
+
 __global__ void bounds_kernel(FlatEncodeArgs a, int64_t* bound) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < a.streams()) bound[i] = codec::flat_stream_bound(a, i);
@@ -46,6 +51,12 @@ __global__ void decode_end_kernel(FlatDecodeArgs a, const DecodeState* st, Strea
 unsigned blocks_for(const codec::FlatLayout& a) { return unsigned((a.streams() + kThreads - 1) / kThreads); }
 
 }  // namespace
+
+void flat_place_siblings_all(const FlatEncodeArgs& a, StreamStatus* status, cudaStream_t stream) {
+  if (a.n_chunks == 0) return;
+  place_kernel<<<unsigned((a.n_chunks + kThreads - 1) / kThreads), kThreads, 0, stream>>>(a, status);
+  MDLSAE_CUDA_CHECK(cudaGetLastError());
+}
 
 void flat_stream_bounds(const FlatEncodeArgs& a, int64_t* bound, cudaStream_t stream) {
   if (a.streams() == 0) return;

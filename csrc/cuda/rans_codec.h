@@ -1,4 +1,4 @@
-// The GPU rANS coder: the steps of codec/flat_codec.h (encode, and decode by depth level) as CUDA kernels, one thread per
+// The GPU rANS coder: the steps of codec/flat_codec.h (encode, and decode by level) as CUDA kernels, one thread per
 // independent stream, every pointer a device pointer on the current device (the caller, torch in
 // Python, allocates and runs the scans between the steps on the same stream). The kernels only
 // index: the coding is codec/stream_codec.h's, the very code the CPU coder runs.
@@ -14,6 +14,7 @@ using codec::FlatDecodeArgs;
 using codec::FlatEncodeArgs;
 using codec::StreamStatus;
 
+void flat_place_siblings_all(const FlatEncodeArgs& a, StreamStatus* status, cudaStream_t stream);  // one thread per chunk
 void flat_stream_bounds(const FlatEncodeArgs& a, int64_t* bound, cudaStream_t stream);
 void flat_encode_streams(const FlatEncodeArgs& a, const int64_t* word_off, uint32_t* words, uint32_t* states,
                          int64_t* n_words, StreamStatus* status, cudaStream_t stream);

@@ -356,9 +356,8 @@ def _write_from_ranks(out, header: bytes, chunks: Iterator[tuple[bytes, int]], s
 
 
 def _device_coder(model, device: torch.device, features_per_stream: int) -> StreamCoder | None:
-    """The GPU coder for an SAE on a CUDA device, else None (the CPU chunk coder, which alone
-    codes exclusive siblings so far)."""
-    if device.type != "cuda" or model.exclusive:
+    """The GPU coder for an SAE on a CUDA device, else None (the CPU chunk coder)."""
+    if device.type != "cuda":
         return None
     coder = StreamCoder(model, device, features_per_stream)
     if coder.n_streams == 1:
@@ -384,8 +383,8 @@ def check_sae(f: MdlFile | MdlSet, sae: SAE) -> None:
 
 def decode_file(f: MdlFile | MdlSet, start: int = 0, stop: int | None = None, device=None) -> SparseCodes:
     """Codes of rows [start, stop) of an open file (or sharded output); only the chunks
-    covering them are read. On a CUDA ``device`` the GPU decoder (``streams``) decodes them
-    (the CPU decoder those with exclusive siblings); the codes come back as numpy arrays either way."""
+    covering them are read. On a CUDA ``device`` the GPU decoder (``streams``) decodes them; the
+    codes come back as numpy arrays either way."""
     stop = f.n_rows if stop is None else stop
     expect(0 <= start <= stop <= f.n_rows, f"row range [{start}, {stop}) is outside [0, {f.n_rows}]")
     if start == stop:
@@ -398,7 +397,7 @@ def decode_file(f: MdlFile | MdlSet, start: int = 0, stop: int | None = None, de
     payloads = [f.read_chunk(i) for i in range(c0, c1)]
     rows = [f.chunks[i].rows for i in range(c0, c1)]
     fps = int(f.meta["features_per_stream"])
-    if device is not None and torch.device(device).type == "cuda" and not f.model.exclusive:
+    if device is not None and torch.device(device).type == "cuda":
         try:
             row_ptr, index, q = (t.cpu().numpy() for t in StreamCoder(f.model, device, fps).decode(payloads, rows))
         except MdlsaeError as e:

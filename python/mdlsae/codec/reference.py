@@ -143,7 +143,10 @@ def stream_symbols(codes, counts: dict, n_rows: int, features_per_stream: int = 
         while p >= 0:
             k, p = k + 1, parent[p]
         depth.append(k)
-    order = sorted(range(d), key=lambda f: depth[f])
+    # by depth, with exclusive siblings then by rank among the parent's children (stable by index)
+    rank = [sum(1 for s in range(f) if parent[s] == parent[f]) if counts["exclusive"] and parent[f] >= 0 else 0
+            for f in range(d)]
+    order = sorted(range(d), key=lambda f: (depth[f], rank[f]))
     active, on = counts["active"], counts["on"]
     rows: list[list[int]] = [[] for _ in range(d)]
     vals: list[list[int]] = [[] for _ in range(d)]

@@ -6,7 +6,7 @@ to the CPU chunk coder's bytes). Everything stays on the codes' device: the feat
 transposition (a stable sort), the three native steps and the scans between them; the host
 sees one size (for the word buffer), one error check and the finished bytes. Decoding counts,
 then writes, each pass by depth level of the parent forest (a child's gaps run over its
-parent's rows), and makes the row-major codes with one sort.
+parent's rows; with exclusive siblings by depth and rank), and makes the row-major codes with one sort.
 
 >>> import numpy as np, torch
 >>> from mdlsae._native import _C
@@ -45,24 +45,26 @@ class StreamCoder:
         if self.device.type == "cuda":
             expect(_C_cuda is not None, "this mdlsae was built without CUDA: encode on the CPU or reinstall "
                                         "with a CUDA toolkit present")
-        expect(not model.exclusive, "the stream coder does not code exclusive siblings (a strict tree SAE's own "
-                                    "forest) yet: code them with the CPU chunk coder")
         self.backend = _C_cuda if self.device.type == "cuda" else _C.flat
         flat = model.flat_tables()
         self.d_sae = int(flat.pop("d_sae"))
+        self.exclusive = bool(flat.pop("exclusive"))
         self.has_children = bool((flat["parent"] >= 0).any())
         self.tables = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in flat.items()}
         self.per = self.d_sae if features_per_stream <= 0 else int(features_per_stream)
         self.n_streams = -(-self.d_sae // self.per)
         counts = model.counts()
         self.max_m = int(max(counts["m_main"].max(initial=0), counts["m_off"].max(initial=0)))
-        # where each depth of the forest begins in coding order (roots first, then by depth)
+        # where each level begins in coding order: each depth of the forest (roots first), and with
+        # exclusive siblings each rank among them within it (a child's context needs its earlier siblings)
         parent = flat["parent"].astype(np.int64)
         depth, up = np.zeros(self.d_sae, np.int64), parent.copy()
         while (up >= 0).any():
             depth += up >= 0
             up = np.where(up >= 0, parent[np.maximum(up, 0)], -1)
-        self.level_start = torch.from_numpy(np.searchsorted(depth[flat["order"]], np.arange(depth.max() + 2))).to(
+        level = depth * (int(flat["rank"].max(initial=0)) + 1) + flat["rank"] if self.exclusive else depth
+        key = level[flat["order"]]
+        self.level_start = torch.from_numpy(np.r_[np.flatnonzero(np.r_[True, key[1:] != key[:-1]]), len(key)]).to(
             self.device)
 
     def bytes_per_code(self) -> int:
@@ -101,10 +103,20 @@ class StreamCoder:
         col_ptr = torch.zeros(n_chunks * d + 1, **i64)
         col_ptr[1:] = torch.cumsum(torch.bincount(key, minlength=n_chunks * d), 0)
         scratch = [torch.empty(nnz if self.has_children else 0, dtype=torch.int32, device=dev) for _ in range(2)]
+        siblings = {}
+        if self.exclusive:  # place_siblings' scratch and results
+            siblings = dict(taken=torch.zeros(nnz, dtype=torch.int32, device=dev), held=torch.zeros(n_chunks * d, **i64),
+                            place=torch.empty(2 * n_chunks * d, **i64))
         args = self._args(n_chunks, chunk_rows, n_rows, col_ptr=col_ptr, col_row=col_row, col_q=col_q,
-                          scratch_on=scratch[0], scratch_off=scratch[1])
+                          scratch_on=scratch[0], scratch_off=scratch[1], **siblings)
         n = n_chunks * self.n_streams
         stream = self._stream()
+        if self.exclusive:
+            placed = torch.empty((n_chunks, 3), dtype=torch.int32, device=dev)
+            self.backend.place_siblings(args, status=placed.data_ptr(), stream=stream)
+            bad = placed[:, 0] != 0
+            if bool(bad.any()):
+                _raise_for(placed, bad)
         bound = torch.empty(n, **i64)
         self.backend.stream_bounds(args, bound=bound.data_ptr(), stream=stream)
         word_off = torch.zeros(n + 1, **i64)
@@ -159,8 +171,9 @@ class StreamCoder:
         states = torch.empty(n * self.backend.decode_state_bytes, dtype=torch.uint8, device=dev)
         status = torch.empty((n, 3), dtype=torch.int32, device=dev)
         stream = self._stream()
+        held = torch.zeros(n_chunks * d if self.exclusive else 0, **i64)
         args = self._args(n_chunks, chunk_rows, total, data=data, chunk_off=chunk_off, level_start=self.level_start,
-                          count=count)
+                          count=count, held=held)
         self._decode_pass(args, states, write=False, stream=stream)
         self.backend.decode_end(args, states=states.data_ptr(), status=status.data_ptr(), stream=stream)
         failed = status[:, 0] != 0
@@ -170,8 +183,11 @@ class StreamCoder:
         col_ptr[1:] = torch.cumsum(count, 0)
         nnz = int(col_ptr[-1])
         col_row, col_q, on, off = (torch.empty(nnz, dtype=torch.int32, device=dev) for _ in range(4))
+        held.zero_()
+        taken = torch.zeros(nnz if self.exclusive else 0, dtype=torch.int32, device=dev)
         args = self._args(n_chunks, chunk_rows, total, data=data, chunk_off=chunk_off, level_start=self.level_start,
-                          count=count, col_ptr=col_ptr, col_row=col_row, col_q=col_q, scratch_on=on, scratch_off=off)
+                          count=count, col_ptr=col_ptr, col_row=col_row, col_q=col_q, scratch_on=on, scratch_off=off,
+                          held=held, taken=taken)
         self._decode_pass(args, states, write=True, stream=stream)
         # row-major: sort the (row, feature) keys of the columns' entries
         cell = torch.repeat_interleave(torch.arange(n_chunks * d, **i64), count, output_size=nnz)
@@ -190,10 +206,10 @@ class StreamCoder:
         """The driver's arguments: tables, layout and the buffers' addresses (absent ones 0)."""
         args = {k: t.data_ptr() for k, t in self.tables.items()}
         for k in ("col_ptr", "col_row", "col_q", "scratch_on", "scratch_off", "data", "chunk_off", "level_start",
-                  "count"):
-            args[k] = buffers[k].data_ptr() if k in buffers else 0
+                  "count", "taken", "held", "place"):
+            args[k] = buffers[k].data_ptr() if k in buffers and buffers[k].numel() else 0
         args.update(d_sae=self.d_sae, n_chunks=n_chunks, chunk_rows=chunk_rows, total_rows=total_rows,
-                    n_streams=self.n_streams, per=self.per)
+                    n_streams=self.n_streams, per=self.per, exclusive=self.exclusive)
         return args
 
     def _stream(self) -> int:
