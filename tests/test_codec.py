@@ -155,7 +155,7 @@ def test_exclusive_siblings_round_trip_and_reference_bytes(case):
     rng = np.random.default_rng(300 + case)
     n, d = int(rng.integers(1, 160)), int(rng.integers(2, 16))
     parents = random_forest(rng, d)
-    codes = exclusive_codes(rng, n, d, parents)
+    codes = exclusive_codes(rng, n, d, parents, off_rate=0.3 if case % 2 else 0.05)  # siblings meet off the parent
     chunk, fps = int(rng.integers(1, n + 1)), int(rng.integers(0, d + 1))
     back, payloads, model = round_trip(codes, parents, chunk, fps, exclusive=True)
     assert model.exclusive and back == codes
@@ -172,8 +172,10 @@ def test_exclusive_siblings_cost_less_and_payload_meets_estimate():
     sizes = {}
     for exclusive in (False, True):
         stats = dataclasses.replace(stats_of(codes, parents), exclusive=exclusive)
-        back, payloads, _ = round_trip(codes, parents, 1 << 20, exclusive=exclusive)
+        back, payloads, model = round_trip(codes, parents, 1 << 20, exclusive=exclusive)
         assert back == codes
+        if exclusive:  # parents of > 1,024 rows: the held rows' block counts are used
+            assert payloads[0] == codec_reference.encode_chunk(codes, model.counts(), codes.n_rows)
         payload = 8 * sum(len(p) for p in payloads)
         sizes[exclusive] = payload
         assert abs(payload - stats.estimate_bits()) < 2e-4 * stats.estimate_bits() + 600

@@ -206,11 +206,7 @@ ChunkColumns decode_chunk(const TablesView& t, const DecoderView& dt, int64_t ro
         const int64_t np = c.cnt[p];
         const int64_t n_on = get_gaps(dec, on.data(), np - held[p], t.main[f], dt.gap_groups_of(f, 0));
         if (taken.size() < c.row.size()) taken.resize(c.row.size(), 0);  // the parent's part zeroed
-        TakenRows tr{taken.data() + c.beg[p], np};
-        for (int64_t i = 0; i < n_on; ++i) {  // back to positions among the parent's rows
-          on[i] = int32_t(tr.free_row(on[i] - i));  // its own i rows, taken below, no longer free
-          tr.take(on[i]);
-        }
+        TakenRows::of(taken.data() + c.beg[p], np).from_context(on.data(), n_on);
         held[p] += n_on;
         const int64_t n_off = get_gaps(dec, off.data(), rows - np, t.off[f], dt.gap_groups_of(f, 1));
         append_child_rows(c.row, c.beg[p], np, on.data(), n_on, off.data(), n_off);

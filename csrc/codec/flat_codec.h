@@ -166,11 +166,7 @@ MDLSAE_STREAM_HD inline void flat_decode_level(const FlatDecodeArgs& a, int64_t 
       const int64_t n_on = write ? get_gaps(dec, a.on + b, np - held[p], a.t.main[f], main_groups)
                                  : get_gaps(dec, Discard(), np - held[p], a.t.main[f], main_groups);
       if (write) {
-        TakenRows tr{a.taken + ptr[p], np};
-        for (int64_t e = 0; e < n_on; ++e) {
-          a.on[b + e] = int32_t(tr.free_row(a.on[b + e] - e));
-          tr.take(a.on[b + e]);
-        }
+        TakenRows::of(a.taken + ptr[p], np).from_context(a.on + b, n_on);
         const int64_t n_off = get_gaps(dec, a.off + b, rows - np, a.t.off[f], a.dv.gap_groups_of(f, 1));
         merge_child_rows(a.col_row + ptr[p], np, a.on + b, n_on, a.off + b, n_off, a.col_row + b);
         n = n_on + n_off;

@@ -171,7 +171,8 @@ class MdlInfo:
         if self.forest is not None:
             fo = self.forest
             rows.insert(5, ("forest", f"{fo['edges']:,} children in {fo['trees']:,} trees, depth <= {fo['max_depth']}; "
-                                      f"strictness median {fo['strictness_median']:.3f}; flat estimate "
+                                      f"strictness median {fo['strictness_median']:.3f}; "
+                                      f"{'siblings exclusive; ' if fo['exclusive_siblings'] else ''}flat estimate "
                                       f"{fo['flat_estimate_bits'] / n:.2f} bits/row"))
         w = max(len(r[0]) for r in rows)
         return "\n".join(f"{a:<{w}}  {b}" for a, b in rows)
@@ -439,4 +440,4 @@ def inspect(path: str | os.PathLike) -> MdlInfo:
                        shards=len(f.files) if isinstance(f, MdlSet) else None,
                        forest=None if stats.parents is None else
                        {**shape_of(stats.parents, stats.active, stats.active_with_parent),
-                        "flat_estimate_bits": stats.estimate_bits(conditional=False)})
+                        "exclusive_siblings": stats.exclusive, "flat_estimate_bits": stats.estimate_bits(conditional=False)})

@@ -170,7 +170,7 @@ def stream_symbols(codes, counts: dict, n_rows: int, features_per_stream: int = 
                 off_pos = [r - a for a, r, w in zip(at, rows[f], with_parent) if not w]
                 # the main sequence's rows: the parent's, less its earlier siblings' with exclusive siblings
                 earlier = [s for s in range(f) if parent[s] == p] if counts["exclusive"] else []
-                taken = {r for s in earlier for r in rows[s]}
+                taken = {r for s in earlier for r in rows[s]} & set(prow)  # off the parent, siblings may meet
                 context = [r for r in prow if r not in taken]
                 assert not taken & set(rows[f]), f"feature {f} shares a parent row with an earlier sibling"
                 total = int(active[p]) - sum(int(on[s]) for s in earlier)
